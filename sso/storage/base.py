@@ -1,0 +1,59 @@
+"""The short-lived store protocol: codes, sessions, counters, replay caches.
+
+Every backend stores values under a *hash* of the caller's key (model: fosite
+stores token signatures), so a dump of Redis never yields a usable token.
+Values are JSON-serialisable dicts.  Every entry has a TTL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Protocol
+
+
+class StoreUnavailable(Exception):
+    """The backing service cannot be reached: callers fail closed (503)."""
+
+
+def storage_key(kind: str, key: str) -> str:
+    """The key a backend actually stores: namespace plus SHA-256 of the caller's key."""
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return f"sso:{kind}:{digest}"
+
+
+class ShortLivedStore(Protocol):
+    """One small protocol, implemented by the Redis and the embedded backends.
+
+    ``kind`` is a short namespace (``code``, ``session``, ``jti`` ...); ``key`` is
+    the caller's identifier (often a token) and is hashed before storage.
+    """
+
+    def put(self, kind: str, key: str, value: dict[str, Any], ttl: int) -> None:
+        """Store ``value`` for ``ttl`` seconds, replacing any previous value."""
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The value, or None when absent or expired."""
+
+    def consume(self, kind: str, key: str) -> dict[str, Any] | None:
+        """Atomically read and delete: of N concurrent callers exactly one gets the value."""
+
+    def delete(self, kind: str, key: str) -> None:
+        """Remove the entry; absent entries are fine."""
+
+    def add(self, kind: str, key: str, value: dict[str, Any], ttl: int) -> bool:
+        """Store only if absent (atomic). True when this call stored it (jti replay caches)."""
+
+    def touch(self, kind: str, key: str, ttl: int) -> bool:
+        """Reset the TTL of an existing entry. False when absent."""
+
+    def incr(self, kind: str, key: str, ttl: int) -> int:
+        """Atomically increment a counter; the TTL is set when the counter is created."""
+
+    def set_add(self, kind: str, key: str, member: str, ttl: int) -> None:
+        """Add a member to a set and (re)set the set's TTL."""
+
+    def set_members(self, kind: str, key: str) -> set[str]:
+        """Members of a set (empty when absent)."""
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the backend cannot serve requests."""
