@@ -1,0 +1,87 @@
+"""Unified identity and single sign-on gateway: an OpenID Connect provider.
+
+``create_app(settings)`` loads config, initialises each module and mounts the
+enabled features.  Everything a request needs lives on ``app.extensions["sso"]``
+(a :class:`Gateway`), so no module keeps global mutable state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+
+from .config import Settings, load_settings
+
+
+@dataclass
+class Gateway:
+    """The per-app services: settings, stores, keys, secret hashing, connectors."""
+
+    settings: Settings
+    store: Any
+    keys: Any
+    secret_hasher: Any
+    connectors: Any
+    server: Any = None
+
+
+def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
+    from . import audit, db as db_module, errors, keys, security
+    from .connectors import build_connectors
+    from .crypto import SecretBox, SecretHasher, derive_key, load_or_create_kek
+    from .storage import create_store
+
+    if not isinstance(settings, Settings):
+        settings = load_settings(overrides=settings or {})
+
+    app = Flask(__name__, instance_path=None)
+    logging.getLogger("sso").setLevel(settings.log_level.upper())
+    kek = load_or_create_kek(settings.key_encryption_key, settings.instance_path)
+    app.config.update(
+        SECRET_KEY=derive_key(kek, "sso flask secret"),
+        SQLALCHEMY_DATABASE_URI=settings.resolved_database_url,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        # Forms are short-lived; CSRF tokens follow the login page's own lifetime.
+        WTF_CSRF_TIME_LIMIT=3600,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=not settings.development,
+        SESSION_COOKIE_NAME="sso_csrf",
+        JSON_AS_ASCII=False,
+    )
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    db_module.db.init_app(app)
+
+    box = SecretBox(kek)
+    gateway = Gateway(
+        settings=settings,
+        store=create_store(settings.redis_url or None),
+        keys=keys.KeyManager(
+            box,
+            retention=settings.longest_signed_token_ttl,
+            publish_lead=settings.key_publish_lead,
+            refresh=settings.key_refresh_interval,
+        ),
+        secret_hasher=SecretHasher(kek),
+        connectors=build_connectors(settings),
+    )
+    app.extensions["sso"] = gateway
+
+    errors.register_error_handlers(app)
+    security.init_app(app)
+    audit.init_app(app)
+
+    from .oidc import init_app as init_oidc
+    from .web import init_app as init_web
+
+    init_oidc(app)
+    init_web(app)
+    return app
+
+
+def gateway_of(app: Flask) -> Gateway:
+    return app.extensions["sso"]  # type: ignore[no-any-return]

@@ -1,0 +1,255 @@
+"""Portal (client) administration as plain functions; ``sso clients ...`` wraps them.
+
+Redirect URIs are validated at registration (RFC 9700 §2.1, OAuth 2.1 §2.3.1):
+absolute, no fragment, https — loopback http only in development.  Secrets are
+generated here (256 bits), shown once, and stored only as a keyed hash.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import current_app
+
+from .crypto import new_token
+from .db import db
+from .models import Client
+
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+SIGNING_ALGS = ("RS256", "ES256")
+
+
+class ClientError(ValueError):
+    """Invalid administrative input; the message is shown to the administrator."""
+
+
+@dataclass
+class Registration:
+    client: Client
+    client_secret: str | None  # shown once, never stored
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_uri(uri: str, *, development: bool, what: str = "redirect URI") -> str:
+    if not isinstance(uri, str) or not uri or len(uri) > 500:
+        raise ClientError(f"{what} must be a non-empty URL of at most 500 characters")
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+    except ValueError as exc:
+        raise ClientError(f"{what} is not a valid URL: {uri}") from exc
+    if not parts.scheme or not parts.netloc:
+        raise ClientError(f"{what} must be absolute: {uri}")
+    if parts.fragment or "#" in uri:
+        raise ClientError(f"{what} must not contain a fragment: {uri}")
+    if parts.username or parts.password:
+        raise ClientError(f"{what} must not contain user information: {uri}")
+    if parts.scheme == "https":
+        return uri
+    if parts.scheme == "http" and development and _is_loopback(host):
+        return uri
+    if parts.scheme == "http" and _is_loopback(host):
+        raise ClientError(f"{what} may use http on loopback only in development: {uri}")
+    raise ClientError(f"{what} must use https: {uri}")
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    return current_app.extensions["sso"].settings
+
+
+def _hash(secret: str) -> str:
+    return current_app.extensions["sso"].secret_hasher.hash(secret)  # type: ignore[no-any-return]
+
+
+def _validate(
+    *,
+    name: str,
+    redirect_uris: list[str],
+    post_logout_redirect_uris: list[str],
+    grant_types: list[str],
+    auth_method: str,
+    alg: str,
+    jwks: dict[str, Any] | None,
+    scope: str,
+) -> None:
+    dev = _settings().development
+    problems: list[str] = []
+    if not name or len(name) > 200:
+        problems.append("name must be 1 to 200 characters")
+    for group, what in ((redirect_uris, "redirect URI"), (post_logout_redirect_uris, "post-logout redirect URI")):
+        for uri in group:
+            try:
+                validate_uri(uri, development=dev, what=what)
+            except ClientError as exc:
+                problems.append(str(exc))
+    unknown = [g for g in grant_types if g not in GRANT_TYPES]
+    if unknown:
+        problems.append(f"unknown grant type(s): {', '.join(unknown)}; choose from {', '.join(GRANT_TYPES)}")
+    if not grant_types:
+        problems.append("at least one grant type is required")
+    if "authorization_code" in grant_types and not redirect_uris:
+        problems.append("authorization_code needs at least one --redirect-uri")
+    if auth_method not in AUTH_METHODS:
+        problems.append(f"unknown auth method {auth_method!r}; choose from {', '.join(AUTH_METHODS)}")
+    if auth_method == "none" and "client_credentials" in grant_types:
+        problems.append("a public client cannot use client_credentials")
+    if auth_method == "private_key_jwt" and not jwks:
+        problems.append("private_key_jwt needs the client's public keys (--jwks-file)")
+    if alg not in SIGNING_ALGS:
+        problems.append(f"id_token_signed_response_alg must be one of {', '.join(SIGNING_ALGS)}")
+    if len(scope) > 500:
+        problems.append("scope is too long")
+    if problems:
+        raise ClientError("; ".join(problems))
+
+
+def create_client(
+    *,
+    name: str,
+    redirect_uris: list[str],
+    post_logout_redirect_uris: list[str] | None = None,
+    grant_types: list[str] | None = None,
+    auth_method: str | None = None,
+    public: bool = False,
+    scope: str = "openid profile",
+    id_token_signed_response_alg: str = "RS256",
+    jwks: dict[str, Any] | None = None,
+    client_id: str | None = None,
+) -> Registration:
+    method = auth_method or ("none" if public else "client_secret_basic")
+    if public and method != "none":
+        raise ClientError("a public client authenticates with 'none'")
+    grants = list(grant_types or ["authorization_code", "refresh_token"])
+    post_logout = list(post_logout_redirect_uris or [])
+    _validate(
+        name=name,
+        redirect_uris=redirect_uris,
+        post_logout_redirect_uris=post_logout,
+        grant_types=grants,
+        auth_method=method,
+        alg=id_token_signed_response_alg,
+        jwks=jwks,
+        scope=scope,
+    )
+    cid = client_id or "portal-" + secrets.token_hex(8)
+    if db.session.execute(db.select(Client).filter_by(client_id=cid)).scalar_one_or_none():
+        raise ClientError(f"client id {cid} is already registered")
+    secret = new_token(32) if method in ("client_secret_basic", "client_secret_post") else None
+    client = Client(
+        client_id=cid,
+        client_secret_hash=_hash(secret) if secret else None,
+        name=name,
+        redirect_uris=list(dict.fromkeys(redirect_uris)),
+        post_logout_redirect_uris=list(dict.fromkeys(post_logout)),
+        grant_types=grants,
+        scope=scope,
+        token_endpoint_auth_method=method,
+        jwks=jwks,
+        id_token_signed_response_alg=id_token_signed_response_alg,
+    )
+    db.session.add(client)
+    db.session.commit()
+    return Registration(client, secret)
+
+
+def get_client(client_id: str) -> Client:
+    client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
+    if client is None:
+        raise ClientError(f"no client with id {client_id}")
+    return client
+
+
+def list_clients() -> list[Client]:
+    return list(db.session.execute(db.select(Client).order_by(Client.id)).scalars())
+
+
+def update_client(
+    client_id: str,
+    *,
+    name: str | None = None,
+    redirect_uris: list[str] | None = None,
+    post_logout_redirect_uris: list[str] | None = None,
+    scope: str | None = None,
+    id_token_signed_response_alg: str | None = None,
+    enable: bool | None = None,
+) -> Client:
+    client = get_client(client_id)
+    _validate(
+        name=name if name is not None else client.name,
+        redirect_uris=redirect_uris if redirect_uris is not None else client.redirect_uris,
+        post_logout_redirect_uris=(
+            post_logout_redirect_uris if post_logout_redirect_uris is not None else client.post_logout_redirect_uris
+        ),
+        grant_types=client.grant_types,
+        auth_method=client.token_endpoint_auth_method,
+        alg=id_token_signed_response_alg or client.id_token_signed_response_alg,
+        jwks=client.jwks,
+        scope=scope if scope is not None else client.scope,
+    )
+    if name is not None:
+        client.name = name
+    if redirect_uris is not None:
+        client.redirect_uris = list(dict.fromkeys(redirect_uris))
+    if post_logout_redirect_uris is not None:
+        client.post_logout_redirect_uris = list(dict.fromkeys(post_logout_redirect_uris))
+    if scope is not None:
+        client.scope = scope
+    if id_token_signed_response_alg is not None:
+        client.id_token_signed_response_alg = id_token_signed_response_alg
+    if enable is not None:
+        client.disabled = not enable
+    db.session.commit()
+    return client
+
+
+def rotate_secret(client_id: str) -> str:
+    client = get_client(client_id)
+    if client.token_endpoint_auth_method not in ("client_secret_basic", "client_secret_post"):
+        raise ClientError(f"client {client_id} does not use a client secret")
+    secret = new_token(32)
+    client.client_secret_hash = _hash(secret)
+    db.session.commit()
+    return secret
+
+
+def disable_client(client_id: str) -> Client:
+    return update_client(client_id, enable=False)
+
+
+def delete_client(client_id: str) -> None:
+    client = get_client(client_id)
+    db.session.delete(client)
+    db.session.commit()
+
+
+def describe(client: Client) -> dict[str, Any]:
+    """What `sso clients show/list --json` prints: never the secret or its hash."""
+    return {
+        "client_id": client.client_id,
+        "name": client.name,
+        "redirect_uris": client.redirect_uris,
+        "post_logout_redirect_uris": client.post_logout_redirect_uris,
+        "grant_types": client.grant_types,
+        "token_endpoint_auth_method": client.token_endpoint_auth_method,
+        "public": client.is_public,
+        "scope": client.scope,
+        "id_token_signed_response_alg": client.id_token_signed_response_alg,
+        "has_jwks": bool(client.jwks),
+        "disabled": client.disabled,
+        "created_at": client.created_at.isoformat() + "Z",
+    }

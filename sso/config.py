@@ -1,0 +1,196 @@
+"""Typed settings: defaults, then a TOML file, then ``SSO_*`` environment variables.
+
+Unknown keys are errors, and every problem is reported at once (model: dex
+``cmd/dex/config.go`` ``Validate()``), so an operator fixes a config file in one pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """Raised with every problem found, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass
+class Settings:
+    # The issuer identifier (OIDC Core §2). Never derived from the Host header.
+    issuer: str = "http://127.0.0.1:5000"
+    # Folder for the embedded defaults: SQLite file and generated key-encryption key.
+    instance_path: str = "instance"
+    # SQLAlchemy URL; empty means SQLite under instance_path.
+    database_url: str = ""
+    # Redis URL for short-lived state; empty means the embedded single-process store.
+    redis_url: str = ""
+    # Base64url-encoded 32-byte key that encrypts signing keys at rest. Empty: a key
+    # file is generated under instance_path (0600) — fine for one machine only.
+    key_encryption_key: str = ""
+    # Loopback http redirect URIs are allowed only in development.
+    development: bool = False
+    # Seed a demo account and demo portals on start.
+    demo: bool = False
+    # Lifetimes, in seconds.
+    authorization_code_ttl: int = 60
+    access_token_ttl: int = 600
+    id_token_ttl: int = 3600
+    refresh_token_ttl: int = 30 * 24 * 3600
+    session_idle_timeout: int = 1800
+    session_absolute_timeout: int = 12 * 3600
+    # How long a rotated-in key is published before it signs (clients cache JWKS).
+    key_publish_lead: int = 600
+    # How often a process re-reads the key table to pick up rotations from others.
+    key_refresh_interval: int = 10
+    # Default ID token algorithm; clients may ask for ES256.
+    default_signing_alg: str = "RS256"
+    log_level: str = "INFO"
+    # Largest accepted request body (bytes); larger requests get a clear 413.
+    max_request_bytes: int = 64 * 1024
+
+    # ---- derived values -------------------------------------------------
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        path = Path(self.instance_path).resolve() / "sso.sqlite3"
+        return f"sqlite:///{path}"
+
+    @property
+    def longest_signed_token_ttl(self) -> int:
+        return max(self.access_token_ttl, self.id_token_ttl)
+
+
+_SUPPORTED_ALGS = ("RS256", "ES256")
+
+
+def _coerce(name: str, kind: type, raw: Any, problems: list[str]) -> Any:
+    """Turn a raw value (from TOML or the environment) into the field's type."""
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off", ""):
+            return False
+    elif kind is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str):
+            try:
+                return int(raw.strip())
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(raw, str):
+            return raw
+    problems.append(f"{name}: expected {kind.__name__}, got {raw!r}")
+    return None
+
+
+def _field_types() -> dict[str, type]:
+    hints = get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in fields(Settings) }
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Defaults ← TOML file (``path`` or ``SSO_CONFIG``) ← ``SSO_*`` env ← overrides."""
+    env = os.environ if environ is None else environ
+    types = _field_types()
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+
+    config_path = path or env.get("SSO_CONFIG")
+    if config_path:
+        try:
+            with open(config_path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            problems.append(f"config file not found: {config_path}")
+            data = {}
+        except tomllib.TOMLDecodeError as exc:
+            problems.append(f"config file {config_path} is not valid TOML: {exc}")
+            data = {}
+        for key, raw in data.items():
+            if key not in types:
+                problems.append(f"unknown key in {config_path}: {key}")
+                continue
+            values[key] = _coerce(key, types[key], raw, problems)
+
+    for env_key, raw in env.items():
+        if not env_key.startswith("SSO_") or env_key == "SSO_CONFIG":
+            continue
+        key = env_key[4:].lower()
+        if key not in types:
+            problems.append(f"unknown environment variable: {env_key}")
+            continue
+        values[key] = _coerce(env_key, types[key], raw, problems)
+
+    for key, raw in (overrides or {}).items():
+        if key not in types:
+            problems.append(f"unknown setting: {key}")
+            continue
+        values[key] = _coerce(key, types[key], raw, problems)
+
+    settings = Settings(**{k: v for k, v in values.items() if v is not None})
+    problems.extend(validate(settings))
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def validate(settings: Settings) -> list[str]:
+    """Every problem with an assembled Settings, not just the first."""
+    problems: list[str] = []
+    parts = urlsplit(settings.issuer)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        problems.append(f"issuer must be an absolute URL: {settings.issuer!r}")
+    elif parts.query or parts.fragment:
+        # OIDC Discovery §3: the issuer has no query or fragment.
+        problems.append("issuer must not have a query or fragment")
+    elif parts.scheme == "http" and not settings.development:
+        problems.append("issuer must use https outside development")
+    if settings.issuer.endswith("/"):
+        problems.append("issuer must not end with '/'")
+    for name in (
+        "authorization_code_ttl",
+        "access_token_ttl",
+        "id_token_ttl",
+        "refresh_token_ttl",
+        "session_idle_timeout",
+        "session_absolute_timeout",
+        "key_refresh_interval",
+        "max_request_bytes",
+    ):
+        if getattr(settings, name) <= 0:
+            problems.append(f"{name} must be positive")
+    if settings.key_publish_lead < 0:
+        problems.append("key_publish_lead must not be negative")
+    if settings.default_signing_alg not in _SUPPORTED_ALGS:
+        problems.append(f"default_signing_alg must be one of {', '.join(_SUPPORTED_ALGS)}")
+    if settings.redis_url and urlsplit(settings.redis_url).scheme not in (
+        "redis",
+        "rediss",
+        "unix",
+    ):
+        problems.append("redis_url must be a redis://, rediss:// or unix:// URL")
+    if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append("log_level must be DEBUG, INFO, WARNING or ERROR")
+    return problems
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(settings, **changes)

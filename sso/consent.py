@@ -1,0 +1,121 @@
+"""Login and consent decisions, as a list of named checks.
+
+Model: node-oidc-provider ``lib/actions/authorization`` — each check returns the
+reason an interaction is needed, so why a prompt appeared is always known and logged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .db import db
+from .models import Consent
+from .session import BrowserSession
+
+
+@dataclass(frozen=True)
+class Prompt:
+    kind: str  # login | consent
+    reason: str  # the name of the check that asked for it
+
+
+@dataclass
+class AuthorizationContext:
+    client_id: str
+    scopes: list[str]
+    params: Any  # the request's parameters (a MultiDict)
+    session: BrowserSession | None
+    interaction: dict[str, Any] | None  # the interaction this request resumes, if any
+
+
+def _prompts(ctx: AuthorizationContext) -> list[str]:
+    return str(ctx.params.get("prompt") or "").split()
+
+
+def _fresh_login(ctx: AuthorizationContext) -> bool:
+    """True when the session's login happened inside this very interaction."""
+    return bool(
+        ctx.interaction
+        and ctx.session
+        and ctx.session.auth_time >= int(ctx.interaction.get("created", 0))
+    )
+
+
+def no_session(ctx: AuthorizationContext) -> Prompt | None:
+    return Prompt("login", "no_session") if ctx.session is None else None
+
+
+def prompt_login(ctx: AuthorizationContext) -> Prompt | None:
+    if "login" in _prompts(ctx) and not _fresh_login(ctx):
+        return Prompt("login", "prompt_login")
+    return None
+
+
+def max_age(ctx: AuthorizationContext) -> Prompt | None:
+    raw = ctx.params.get("max_age")
+    if raw is None or ctx.session is None:
+        return None
+    # OIDC Core §3.1.2.1: max_age is a non-negative integer number of seconds.
+    age = int(raw)
+    if time.time() - ctx.session.auth_time > age and not _fresh_login(ctx):
+        return Prompt("login", "max_age")
+    return None
+
+
+def prompt_consent(ctx: AuthorizationContext) -> Prompt | None:
+    if "consent" in _prompts(ctx) and not (ctx.interaction and ctx.interaction.get("consented")):
+        return Prompt("consent", "prompt_consent")
+    return None
+
+
+def missing_scopes(ctx: AuthorizationContext) -> Prompt | None:
+    if ctx.session is None:
+        return None
+    if ctx.interaction and ctx.interaction.get("consented"):
+        return None
+    granted = remembered_scopes(ctx.session.account_id, ctx.client_id)
+    if not set(ctx.scopes) <= granted:
+        return Prompt("consent", "missing_scopes")
+    return None
+
+
+CHECKS: list[Callable[[AuthorizationContext], Prompt | None]] = [
+    no_session,
+    prompt_login,
+    max_age,
+    prompt_consent,
+    missing_scopes,
+]
+
+
+def decide(ctx: AuthorizationContext) -> Prompt | None:
+    """The first check that asks for an interaction, or None: issue the code."""
+    for check in CHECKS:
+        prompt = check(ctx)
+        if prompt is not None:
+            return prompt
+    return None
+
+
+# ---- remembered consent ------------------------------------------------------------
+
+
+def remembered_scopes(account_id: str, client_id: str) -> set[str]:
+    row = db.session.execute(
+        db.select(Consent).filter_by(account_id=account_id, client_id=client_id)
+    ).scalar_one_or_none()
+    return set(row.scopes) if row else set()
+
+
+def remember(account_id: str, client_id: str, scopes: list[str]) -> None:
+    row = db.session.execute(
+        db.select(Consent).filter_by(account_id=account_id, client_id=client_id)
+    ).scalar_one_or_none()
+    if row is None:
+        db.session.add(Consent(account_id=account_id, client_id=client_id, scopes=sorted(set(scopes))))
+    else:
+        row.scopes = sorted(set(row.scopes) | set(scopes))
+    db.session.commit()

@@ -1,0 +1,96 @@
+"""The one place that renders errors.
+
+Protocol errors are Authlib's ``OAuth2Error`` classes (one class per error code).
+Anything unexpected becomes ``server_error`` with a generic text; the detail goes
+to the log only.  A backing service that is down gives ``temporarily_unavailable``
+(503): the gateway fails closed.  An error found before the redirect URI is
+validated is shown as a page, never redirected (RFC 6749 §4.1.2.1).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from authlib.oauth2 import OAuth2Error
+from flask import Flask, Response, jsonify, render_template, request
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from .storage import StoreUnavailable
+
+log = logging.getLogger("sso.errors")
+
+# Paths whose clients are programs: they get JSON, never an HTML page.
+API_PREFIXES = ("/token", "/introspect", "/revoke", "/userinfo", "/jwks", "/.well-known", "/readyz")
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def wants_json() -> bool:
+    return request.path.startswith(API_PREFIXES)
+
+
+def json_error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> Response:
+    response = jsonify({"error": error, "error_description": description})
+    response.status_code = status
+    response.headers.update(NO_STORE)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def error_page(status: int, error: str, description: str, **context: Any) -> Response:
+    """An HTML error page: used whenever redirecting back to the client is unsafe."""
+    body = render_template("error.html", status=status, error=error, description=description, **context)
+    response = Response(body, status=status, mimetype="text/html")
+    response.headers.update(NO_STORE)
+    return response
+
+
+def render(status: int, error: str, description: str) -> Response:
+    if wants_json():
+        return json_error(status, error, description)
+    return error_page(status, error, description)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(OAuth2Error)
+    def _oauth_error(exc: OAuth2Error) -> Response:
+        return render(exc.status_code or 400, exc.error, exc.get_error_description() or exc.error)
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_down(exc: StoreUnavailable) -> Response:
+        log.error("short-lived store unavailable: %s", exc)
+        return render(503, "temporarily_unavailable", "The service is temporarily unavailable.")
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
+    def _db_down(exc: Exception) -> Response:
+        log.error("database error: %s", exc.__class__.__name__)
+        from .db import db
+
+        db.session.rollback()
+        return render(503, "temporarily_unavailable", "The service is temporarily unavailable.")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        names = {
+            400: "invalid_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "request_too_large",
+            415: "unsupported_media_type",
+        }
+        error = names.get(code, "invalid_request" if code < 500 else "server_error")
+        response = render(code, error, exc.description or error)
+        if code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # Never a stack trace to the client; the log keeps the detail.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return render(500, "server_error", "The server encountered an unexpected error.")

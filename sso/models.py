@@ -1,0 +1,219 @@
+"""Durable data: portals (clients), accounts, consents, grants, refresh tokens, keys, audit.
+
+Bearer secrets never appear here in clear: codes and refresh tokens by SHA-256,
+client secrets by keyed HMAC, private keys sealed under the key-encryption key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .db import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Client(db.Model):  # type: ignore[name-defined]
+    """A federated service portal (an OAuth client), with Authlib's ClientMixin methods."""
+
+    __tablename__ = "clients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    client_secret_hash: Mapped[str | None] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200))
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
+    grant_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    scope: Mapped[str] = mapped_column(String(500), default="openid profile")
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    jwks_uri: Mapped[str | None] = mapped_column(String(500))
+    id_token_signed_response_alg: Mapped[str] = mapped_column(String(10), default="RS256")
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(500))
+    frontchannel_logout_uri: Mapped[str | None] = mapped_column(String(500))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    # ---- Authlib ClientMixin -------------------------------------------
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+    @property
+    def client_metadata(self) -> dict[str, Any]:
+        # Authlib's RP-initiated logout endpoint reads registered URIs from here.
+        return {"post_logout_redirect_uris": list(self.post_logout_redirect_uris or [])}
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        # OAuth 2.1 / RFC 9700 §2.1: the redirect_uri is always required, so there is
+        # no default: a request without one is refused, never redirected.
+        return None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        if not scope:
+            return ""
+        allowed = set(self.scope.split())
+        return " ".join(s for s in scope.split() if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        # Exact string comparison (RFC 9700 §4.1.3): no prefix, case or path folding.
+        return redirect_uri in (self.redirect_uris or [])
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        hasher = current_app.extensions["sso"].secret_hasher
+        return bool(hasher.verify(client_secret, self.client_secret_hash))
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == self.token_endpoint_auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and "authorization_code" in (self.grant_types or [])
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in (self.grant_types or [])
+
+
+class Account(db.Model):  # type: ignore[name-defined]
+    """A person who signs in at the gateway."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str] = mapped_column(String(100))
+    connector_id: Mapped[str] = mapped_column(String(40), default="local")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Consent(db.Model):  # type: ignore[name-defined]
+    """Scopes a person allowed a portal to receive; remembered until revoked."""
+
+    __tablename__ = "consents"
+    __table_args__ = (Index("uq_consent_account_client", "account_id", "client_id", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    granted_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Grant(db.Model):  # type: ignore[name-defined]
+    """One authorisation: the family of tokens issued from one code (or refresh chain).
+
+    Revoking the grant revokes every refresh token in the family and every access
+    token carrying its id (RFC 9700 §4.14; RFC 6749 §4.1.2 code reuse).
+    """
+
+    __tablename__ = "grants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    account_id: Mapped[str | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    scope: Mapped[str] = mapped_column(String(500), default="")
+    # SHA-256 of the authorization code that opened this grant: a second redemption
+    # of the same code finds the grant here even after the short-lived store forgot it.
+    code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    auth_time: Mapped[int | None] = mapped_column(Integer)
+    acr: Mapped[str | None] = mapped_column(String(100))
+    amr: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(40))
+
+    refresh_tokens: Mapped[list[RefreshToken]] = relationship(
+        back_populates="grant", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class RefreshToken(db.Model):  # type: ignore[name-defined]
+    """A refresh token, by hash. ``used_at`` set means rotated: presenting it again is reuse."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    grant: Mapped[Grant] = relationship(back_populates="refresh_tokens")
+
+    # ---- what Authlib's refresh grant asks of a credential -------------------
+    def check_client(self, client: Client) -> bool:
+        return self.client_id == client.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+
+class RevokedAccessToken(db.Model):  # type: ignore[name-defined]
+    """Access tokens revoked one by one (RFC 7009); kept until they would have expired."""
+
+    __tablename__ = "revoked_access_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class UsedClientAssertion(db.Model):  # type: ignore[name-defined]
+    """``jti`` of private_key_jwt assertions already accepted (RFC 7523 §3 replay)."""
+
+    __tablename__ = "used_client_assertions"
+
+    jti_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class SigningKey(db.Model):  # type: ignore[name-defined]
+    """A signing key: public JWK in clear, private key sealed under the KEK."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(10))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    private_key_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Published from created_at; signs from activates_at on (publish before sign).
+    activates_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class AuditEvent(db.Model):  # type: ignore[name-defined]
+    """An append-only record of security-relevant events (no secrets, masked identifiers)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    event: Mapped[str] = mapped_column(String(60), index=True)
+    outcome: Mapped[str] = mapped_column(String(20), default="success")
+    actor: Mapped[str | None] = mapped_column(String(64))
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,39 @@
+"""OpenID Connect provider: Authlib server wiring, grants, tokens, claims, endpoints."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from .client_auth import PrivateKeyJWT
+from .discovery import document
+from .endpoints import EndSession, Introspection, Revocation
+from .grants import (
+    AuthorizationCodeGrant,
+    ClientCredentialsGrant,
+    OpenIDConnectCode,
+    RefreshTokenGrant,
+    S256CodeChallenge,
+)
+from .server import AuthorizationServer, GatewayIssuer
+from .tokens import make_token_generator
+
+
+def init_app(app: Flask) -> None:
+    gateway = app.extensions["sso"]
+    server = AuthorizationServer()
+    server.init_app(app)
+    server.register_token_generator("default", make_token_generator())
+    server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())
+    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDConnectCode()])
+    server.register_grant(RefreshTokenGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_endpoint(Introspection)
+    server.register_endpoint(Revocation)
+    server.register_endpoint(EndSession)
+    server.register_extension(GatewayIssuer())
+    gateway.server = server
+    app.config["SSO_DISCOVERY"] = document(gateway.settings)
+
+    from .views import bp
+
+    app.register_blueprint(bp)

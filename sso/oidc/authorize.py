@@ -1,0 +1,192 @@
+"""The authorization endpoint: validate, decide (login? consent?), issue a code.
+
+An authorization request that needs the user is saved as an *interaction* in the
+short-lived store; the login and consent pages carry only its id and resume it.
+Errors found before the redirect URI is validated are shown as a page, never
+redirected (RFC 6749 §4.1.2.1); later errors go back with ``state`` and ``iss``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from flask import Response, current_app, redirect, url_for
+
+from .. import consent, session as browser_session
+from ..crypto import new_token
+from ..db import db
+from ..errors import error_page
+from ..models import Account, Client
+from .requests import GatewayRequest
+from .tokens import Authorization
+
+log = logging.getLogger("sso.authorize")
+
+INTERACTION = "interaction"
+INTERACTION_TTL = 1800
+MAX_PARAM_LENGTH = 2048
+
+
+def _gateway():  # type: ignore[no-untyped-def]
+    return current_app.extensions["sso"]
+
+
+# ---- interactions ----------------------------------------------------------------
+
+
+def save_interaction(oauth_request: GatewayRequest, prompt: consent.Prompt) -> str:
+    uid = new_token(16)
+    data = {
+        "args": [[k, v] for k, v in oauth_request.args.items(multi=True)],
+        "created": int(time.time()),
+        "prompt": prompt.kind,
+        "reason": prompt.reason,
+        "consented": False,
+    }
+    _gateway().store.put(INTERACTION, uid, data, INTERACTION_TTL)
+    return uid
+
+
+def load_interaction(uid: str | None) -> dict[str, Any] | None:
+    if not uid or len(uid) > 64:
+        return None
+    return _gateway().store.get(INTERACTION, uid)  # type: ignore[no-any-return]
+
+
+def update_interaction(uid: str, data: dict[str, Any]) -> None:
+    _gateway().store.put(INTERACTION, uid, data, INTERACTION_TTL)
+
+
+# ---- errors -------------------------------------------------------------------------
+
+
+def error_response(error: OAuth2Error, state: str | None) -> Response:
+    redirect_uri = getattr(error, "redirect_uri", None)
+    if not redirect_uri:
+        return error_page(400, error.error, error.get_error_description() or error.error)
+    params = [("error", error.error)]
+    description = error.get_error_description()
+    if description:
+        params.append(("error_description", description))
+    if state:
+        params.append(("state", state))
+    params.append(("iss", _gateway().settings.issuer))  # RFC 9207 §2
+    return redirect(add_params_to_uri(redirect_uri, params), code=302)
+
+
+# ---- the endpoint -------------------------------------------------------------------
+
+
+def _end_user(session: browser_session.BrowserSession | None) -> Authorization | None:
+    if session is None:
+        return None
+    account = db.session.get(Account, session.account_id)
+    if account is None:
+        return None
+    return Authorization(
+        account=account,
+        grant_id="",
+        sid=session.sid,
+        auth_time=session.auth_time,
+        acr=session.acr,
+        amr=list(session.amr),
+    )
+
+
+def _check_parameters(oauth_request: GatewayRequest, redirect_uri: str) -> None:
+    """What Authlib leaves to us, checked once the redirect URI is known to be safe."""
+    data = oauth_request.payload.data
+    for key, values in oauth_request.payload.datalist.items():
+        if any(len(v) > MAX_PARAM_LENGTH for v in values):
+            raise InvalidRequestError(f"The '{key}' parameter is too long.", redirect_uri=redirect_uri)
+    if data.get("request") is not None:
+        err = OAuth2Error("Request objects are not supported.", redirect_uri=redirect_uri)
+        err.error = "request_not_supported"
+        raise err
+    if data.get("request_uri") is not None:
+        err = OAuth2Error("'request_uri' is not supported.", redirect_uri=redirect_uri)
+        err.error = "request_uri_not_supported"
+        raise err
+    mode = data.get("response_mode")
+    if mode is not None and mode != "query":
+        raise InvalidRequestError("Only response_mode=query is supported.", redirect_uri=redirect_uri)
+    max_age = data.get("max_age")
+    if max_age is not None and (not max_age.isdigit() or len(max_age) > 10):
+        raise InvalidRequestError("'max_age' must be a non-negative integer.", redirect_uri=redirect_uri)
+    scopes = (oauth_request.payload.scope or "").split()
+    if "openid" not in scopes:
+        # This gateway is an OpenID provider: every authorization is an authentication.
+        raise InvalidRequestError("The 'openid' scope is required.", redirect_uri=redirect_uri)
+
+
+def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None) -> Response:
+    server = _gateway().server
+    state = oauth_request.payload.data.get("state")
+    session = browser_session.current()
+    end_user = _end_user(session)
+    if end_user is None:
+        session = None
+    try:
+        grant = server.get_consent_grant(oauth_request, end_user=end_user)
+        redirect_uri = grant.redirect_uri
+        _check_parameters(oauth_request, redirect_uri)
+    except OAuth2Error as error:
+        return error_response(error, state)
+
+    client: Client = grant.client
+    interaction = load_interaction(interaction_id) if interaction_id else None
+    ctx = consent.AuthorizationContext(
+        client_id=client.client_id,
+        scopes=(oauth_request.scope or "").split(),
+        params=oauth_request.payload.data,
+        session=session,
+        interaction=interaction,
+    )
+    prompt = consent.decide(ctx)
+    prompts = str(oauth_request.payload.data.get("prompt") or "").split()
+    if prompt is not None:
+        log.info("authorize client=%s needs %s (%s)", client.client_id, prompt.kind, prompt.reason)
+        if "none" in prompts:
+            # OIDC Core §3.1.2.6: prompt=none never shows a page.
+            cls = LoginRequiredError if prompt.kind == "login" else ConsentRequiredError
+            return error_response(cls(redirect_uri=redirect_uri), state)
+        uid = interaction_id if interaction else save_interaction(oauth_request, prompt)
+        if interaction:
+            interaction.update(prompt=prompt.kind, reason=prompt.reason)
+            update_interaction(uid, interaction)
+        endpoint = "web.login" if prompt.kind == "login" else "web.consent"
+        return redirect(url_for(endpoint, interaction=uid))
+
+    assert session is not None and end_user is not None
+    response = server.create_authorization_response(oauth_request, grant_user=end_user, grant=grant)
+    if response.status_code == 302 and client.client_id not in session.clients:
+        session.clients.append(client.client_id)
+        browser_session.save(session)
+    if interaction_id:
+        _gateway().store.delete(INTERACTION, interaction_id)
+    return response  # type: ignore[no-any-return]
+
+
+def deny(interaction_id: str) -> Response:
+    """The user declined consent: access_denied to the (validated) redirect URI."""
+    interaction = load_interaction(interaction_id)
+    if interaction is None:
+        return error_page(400, "invalid_request", "This sign-in request has expired.")
+    oauth_request = GatewayRequest.from_stored(interaction["args"])
+    _gateway().store.delete(INTERACTION, interaction_id)
+    try:
+        grant = _gateway().server.get_consent_grant(oauth_request, end_user=None)
+        redirect_uri = grant.redirect_uri
+    except OAuth2Error as error:
+        return error_response(error, oauth_request.payload.data.get("state"))
+    from authlib.oauth2.rfc6749.errors import AccessDeniedError
+
+    return error_response(
+        AccessDeniedError(redirect_uri=redirect_uri), oauth_request.payload.data.get("state")
+    )

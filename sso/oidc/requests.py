@@ -1,0 +1,66 @@
+"""OAuth2 requests built from the issuer, not from the Host header.
+
+Authlib's Flask request uses ``request.url``; ours uses the configured issuer plus
+the path, so a spoofed ``Host`` or ``X-Forwarded-Host`` can change nothing, and a
+TLS-terminating proxy in front of us does not look like plain http.  The same
+class rebuilds a stored authorization request when a login or consent resumes it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from urllib.parse import urlencode
+
+from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
+from flask import current_app, request
+from werkzeug.datastructures import CombinedMultiDict, MultiDict
+
+
+class GatewayPayload(OAuth2Payload):
+    def __init__(self, values: MultiDict | CombinedMultiDict) -> None:  # type: ignore[type-arg]
+        self._values = values
+
+    @property
+    def data(self):  # type: ignore[no-untyped-def]
+        return self._values
+
+    @property
+    def datalist(self) -> defaultdict[str, list[str]]:
+        out: defaultdict[str, list[str]] = defaultdict(list)
+        for key in self._values:
+            out[key].extend(self._values.getlist(key))
+        return out
+
+
+class GatewayRequest(OAuth2Request):
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        args: MultiDict,  # type: ignore[type-arg]
+        form: MultiDict,  # type: ignore[type-arg]
+        headers: dict[str, str] | object,
+    ) -> None:
+        issuer = current_app.extensions["sso"].settings.issuer
+        query = urlencode(list(args.items(multi=True)))
+        super().__init__(method=method, uri=issuer + path + ("?" + query if query else ""), headers=headers)
+        self._args = args
+        self._form = form
+        self.payload = GatewayPayload(CombinedMultiDict([args, form]))
+
+    @property
+    def args(self):  # type: ignore[no-untyped-def]
+        return self._args
+
+    @property
+    def form(self):  # type: ignore[no-untyped-def]
+        return self._form
+
+    @classmethod
+    def from_flask(cls) -> GatewayRequest:
+        return cls(request.method, request.path, request.args, request.form, request.headers)
+
+    @classmethod
+    def from_stored(cls, pairs: list[list[str]]) -> GatewayRequest:
+        """An authorization request saved while the user signed in or consented."""
+        return cls("GET", "/authorize", MultiDict([(k, v) for k, v in pairs]), MultiDict(), {})

@@ -1,0 +1,180 @@
+"""Protocol routes: discovery, JWKS, authorize, token, userinfo, introspection, revocation, logout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2 import OAuth2Error
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+
+from .. import audit, session as browser_session
+from ..db import db
+from ..errors import NO_STORE, error_page, json_error
+from ..models import Account, Client
+from ..web.forms import LogoutForm
+from . import authorize as authorize_flow
+from .discovery import document
+from .endpoints import validate_access_token
+from .requests import GatewayRequest
+from .tokens import subject_for
+
+bp = Blueprint("oidc", __name__)
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def _gateway():  # type: ignore[no-untyped-def]
+    return current_app.extensions["sso"]
+
+
+def _static(body: bytes, etag: str, max_age: int) -> Response:
+    if etag in request.if_none_match:
+        response = Response(status=304)
+    else:
+        response = Response(body, mimetype="application/json")
+    response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = f"public, max-age={max_age}"
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@bp.get("/.well-known/openid-configuration")
+@bp.get("/.well-known/oauth-authorization-server")
+def discovery() -> Response:
+    body, etag = current_app.config["SSO_DISCOVERY"]
+    return _static(body, etag, 3600)
+
+
+@bp.get("/jwks")
+def jwks() -> Response:
+    body, etag = _gateway().keys.jwks_document()
+    # Shorter than the key publish lead, so clients see a new key before it signs.
+    return _static(body, etag, 300)
+
+
+def _reject_bad_form() -> Response | None:
+    """RFC 6749 §3.2 / §3.1: form-encoded bodies, each parameter at most once."""
+    if request.mimetype != FORM_TYPE:
+        return json_error(400, "invalid_request", f"The request body must be {FORM_TYPE}.")
+    for key in request.form:
+        if len(request.form.getlist(key)) > 1:
+            return json_error(400, "invalid_request", f"The '{key}' parameter is repeated.")
+    for key in request.args:
+        if key in request.form:
+            return json_error(400, "invalid_request", f"The '{key}' parameter is repeated.")
+    return None
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+def authorize() -> Response:
+    if request.method == "POST" and request.mimetype != FORM_TYPE:
+        return error_page(400, "invalid_request", f"The request body must be {FORM_TYPE}.")
+    return authorize_flow.authorize(GatewayRequest.from_flask())
+
+
+@bp.get("/authorize/resume")
+def authorize_resume() -> Response:
+    uid = request.args.get("interaction", "")
+    interaction = authorize_flow.load_interaction(uid)
+    if interaction is None:
+        return error_page(400, "invalid_request", "This sign-in request has expired. Start again from the portal.")
+    oauth_request = GatewayRequest.from_stored(interaction["args"])
+    return authorize_flow.authorize(oauth_request, interaction_id=uid)
+
+
+@bp.post("/token")
+def token() -> Response:
+    bad = _reject_bad_form()
+    if bad is not None:
+        return bad
+    return _gateway().server.create_token_response()  # type: ignore[no-any-return]
+
+
+@bp.post("/introspect")
+def introspect() -> Response:
+    bad = _reject_bad_form()
+    if bad is not None:
+        return bad
+    return _gateway().server.create_endpoint_response("introspection")  # type: ignore[no-any-return]
+
+
+@bp.post("/revoke")
+def revoke() -> Response:
+    bad = _reject_bad_form()
+    if bad is not None:
+        return bad
+    return _gateway().server.create_endpoint_response("revocation")  # type: ignore[no-any-return]
+
+
+def _bearer_error(status: int, error: str, description: str) -> Response:
+    # RFC 6750 §3: the challenge names the error; no error code when no token was sent.
+    realm = 'Bearer realm="sso"'
+    challenge = realm if not error else f'{realm}, error="{error}", error_description="{description}"'
+    body: dict[str, Any] = {"error": error or "invalid_token", "error_description": description}
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["WWW-Authenticate"] = challenge
+    response.headers.update(NO_STORE)
+    return response
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+def userinfo() -> Response:
+    header = request.headers.get("Authorization", "")
+    token = None
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return _bearer_error(401, "invalid_request", "Malformed Authorization header.")
+        token = value.strip()
+    if request.method == "POST" and request.mimetype == FORM_TYPE and "access_token" in request.form:
+        # RFC 6750 §2.2 form parameter; more than one method is an error (§2).
+        if token is not None or len(request.form.getlist("access_token")) > 1:
+            return _bearer_error(400, "invalid_request", "Use exactly one way to send the token.")
+        token = request.form["access_token"]
+    if token is None:
+        return _bearer_error(401, "", "An access token is required.")
+    claims = validate_access_token(token)
+    if claims is None or "gid" not in claims:
+        return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
+    scopes = str(claims.get("scope", "")).split()
+    if "openid" not in scopes:
+        return _bearer_error(403, "insufficient_scope", "The token lacks the openid scope.")
+    client = db.session.execute(db.select(Client).filter_by(client_id=claims["client_id"])).scalar_one_or_none()
+    account = db.session.get(Account, claims["sub"]) if client else None
+    if client is None or account is None:
+        return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
+    info: dict[str, Any] = {"sub": subject_for(client, account)}
+    if "profile" in scopes:
+        info["name"] = account.display_name
+        info["preferred_username"] = account.username
+    response = jsonify(info)
+    response.headers.update(NO_STORE)
+    return response
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def end_session() -> Response:
+    server = _gateway().server
+    form = LogoutForm()
+    try:
+        logout_request = server.validate_endpoint_request("end_session")
+    except OAuth2Error as error:
+        # RP-Initiated Logout §4: on error, never redirect.
+        return error_page(400, error.error, error.get_error_description() or error.error)
+    current = browser_session.current()
+    confirmed = request.method == "POST" and form.validate_on_submit()
+    if logout_request.needs_confirmation and not confirmed:
+        if current is None:
+            return Response(render_template("logged_out.html"), mimetype="text/html")
+        return Response(render_template("logout_confirm.html", form=form), mimetype="text/html")
+    response: Response
+    if logout_request.redirect_uri:
+        response = redirect(logout_request.redirect_uri, code=302)
+    else:
+        response = Response(render_template("logged_out.html"), mimetype="text/html")
+    ended = browser_session.end(response)
+    if ended is not None:
+        audit.record("logout", actor=ended.account_id, sid=ended.sid)
+    response.headers["Cache-Control"] = "no-store"
+    return response

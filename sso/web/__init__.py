@@ -1,0 +1,53 @@
+"""Login, consent and account pages; templates; translations (zh-CN default, English)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import Flask, Response, request
+from flask_babel import Babel, get_locale
+from flask_wtf.csrf import CSRFProtect
+
+LOCALES = ("zh_CN", "en")
+
+
+def select_locale() -> str:
+    """?lang=, then the authorization request's ui_locales, then the cookie; zh-CN by default."""
+    wanted = request.args.get("lang") or request.cookies.get("lang") or ""
+    for tag in [wanted, *request.args.get("ui_locales", "").split()]:
+        tag = tag.replace("-", "_")
+        if tag.lower().startswith("en"):
+            return "en"
+        if tag.lower().startswith("zh"):
+            return "zh_CN"
+    return "zh_CN"
+
+
+def init_app(app: Flask) -> None:
+    Babel(app, locale_selector=select_locale, default_locale="zh_CN")
+    csrf = CSRFProtect()
+    csrf.init_app(app)
+    # Protocol endpoints are called by programs with their own credentials (or by
+    # RPs with cross-site form posts): CSRF tokens apply to our pages only.
+    from ..oidc.views import bp as oidc_bp
+
+    csrf.exempt(oidc_bp)
+
+    @app.context_processor
+    def _lang_url():  # type: ignore[no-untyped-def]
+        def lang_url(lang: str) -> str:
+            args = [(k, v) for k, v in request.args.items(multi=True) if k != "lang"]
+            return request.path + "?" + urlencode([*args, ("lang", lang)])
+
+        return {"lang_url": lang_url, "get_locale": get_locale}
+
+    @app.after_request
+    def _remember_lang(response: Response) -> Response:
+        lang = request.args.get("lang")
+        if lang in ("en", "zh-CN"):
+            response.set_cookie("lang", lang, max_age=365 * 24 * 3600, samesite="Lax", httponly=True)
+        return response
+
+    from .views import bp
+
+    app.register_blueprint(bp)

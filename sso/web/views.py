@@ -1,0 +1,115 @@
+"""Pages: sign-in, consent and the gateway's home page."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+
+from .. import audit, consent, session as browser_session
+from ..db import db
+from ..errors import error_page
+from ..models import Account, Client
+from ..oidc import authorize as authorize_flow
+from .forms import ConsentForm, LoginForm
+
+bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
+
+# Plain-language descriptions of each scope, shown on the consent page.
+SCOPE_TEXT = {
+    "openid": "Confirm that you are signed in (an identifier unique to this portal)",
+    "profile": "Your name",
+}
+
+
+def _gateway():  # type: ignore[no-untyped-def]
+    return current_app.extensions["sso"]
+
+
+def _html(body: str, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype="text/html")
+
+
+def _interaction_client(interaction: dict | None) -> Client | None:  # type: ignore[type-arg]
+    if not interaction:
+        return None
+    client_id = next((v for k, v in interaction["args"] if k == "client_id"), None)
+    if client_id is None:
+        return None
+    return db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
+
+
+@bp.get("/")
+def home() -> Response:
+    current = browser_session.current()
+    account = db.session.get(Account, current.account_id) if current else None
+    return _html(render_template("home.html", account=account))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Response:
+    form = LoginForm()
+    uid = request.values.get("interaction") or None
+    interaction = authorize_flow.load_interaction(uid) if uid else None
+    if uid and interaction is None:
+        return error_page(400, "invalid_request", _("This sign-in request has expired. Start again from the portal."))
+    client = _interaction_client(interaction)
+    if request.method == "GET":
+        form.interaction.data = uid or ""
+        return _html(render_template("login.html", form=form, client=client, error=None))
+    if not form.validate_on_submit():
+        return _html(render_template("login.html", form=form, client=client, error=_("Please fill in both fields.")), 400)
+    connector = _gateway().connectors.default
+    identity = connector.login(form.username.data, form.password.data)
+    if identity is None:
+        audit.record("login", outcome="failure", connector=connector.id)
+        # One message for unknown account and wrong password: no account enumeration.
+        message = _("The username or password is incorrect.")
+        return _html(render_template("login.html", form=form, client=client, error=message), 401)
+    new_session = browser_session.BrowserSession(
+        account_id=identity.subject,
+        connector_id=identity.connector_id,
+        auth_time=int(time.time()),
+        amr=["pwd"],
+        acr="urn:sso:acr:password",
+    )
+    target = url_for("oidc.authorize_resume", interaction=uid) if uid else url_for("web.home")
+    response = redirect(target)
+    browser_session.start(new_session, response)
+    audit.record("login", actor=identity.subject, connector=identity.connector_id, sid=new_session.sid)
+    return response  # type: ignore[return-value]
+
+
+@bp.route("/consent", methods=["GET", "POST"], endpoint="consent")
+def consent_page() -> Response:
+    form = ConsentForm()
+    uid = request.values.get("interaction") or ""
+    interaction = authorize_flow.load_interaction(uid)
+    current = browser_session.current()
+    if interaction is None:
+        return error_page(400, "invalid_request", _("This sign-in request has expired. Start again from the portal."))
+    if current is None:
+        return redirect(url_for("web.login", interaction=uid))  # type: ignore[return-value]
+    client = _interaction_client(interaction)
+    if client is None:
+        return error_page(400, "invalid_client", _("This portal is not available."))
+    scopes = next((v for k, v in interaction["args"] if k == "scope"), "").split()
+    scopes = client.get_allowed_scope(" ".join(scopes)).split()
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            return error_page(400, "invalid_request", _("The form has expired. Please try again."))
+        decision = request.form.get("decision")
+        if decision == "allow":
+            consent.remember(current.account_id, client.client_id, scopes)
+            audit.record("consent.granted", actor=current.account_id, client_id=client.client_id, scopes=scopes)
+            interaction["consented"] = True
+            authorize_flow.update_interaction(uid, interaction)
+            return redirect(url_for("oidc.authorize_resume", interaction=uid))  # type: ignore[return-value]
+        if decision == "deny":
+            audit.record("consent.denied", actor=current.account_id, client_id=client.client_id)
+            return authorize_flow.deny(uid)
+        return error_page(400, "invalid_request", _("Choose to allow or deny."))
+    form.interaction.data = uid
+    items = [(s, _(SCOPE_TEXT.get(s, s))) for s in scopes]
+    return _html(render_template("consent.html", form=form, client=client, scopes=items))
