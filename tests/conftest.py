@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
+from flask.globals import _cv_app
 from flask.testing import FlaskClient
 
 from sso import create_app
@@ -46,9 +47,27 @@ def make_settings(tmp_path: Any, **overrides: Any) -> Any:
     return load_settings(overrides=base, environ={})
 
 
+class IsolatedClient(FlaskClient):
+    """A test client whose every request gets its own app context, as in production.
+
+    The ``app`` fixture keeps an app context pushed for the test body; Flask would
+    otherwise reuse it for requests, sharing ``g`` (and the SQLAlchemy session)
+    between requests and hiding per-request bugs such as a CSRF check skipped
+    because an earlier request had passed it.
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        token = _cv_app.set(None)  # type: ignore[arg-type]
+        try:
+            return super().open(*args, **kwargs)
+        finally:
+            _cv_app.reset(token)
+
+
 @pytest.fixture
 def app(tmp_path: Any) -> Iterator[Flask]:
     application = create_app(make_settings(tmp_path))
+    application.test_client_class = IsolatedClient
     prepare(application)
     with application.app_context():
         yield application

@@ -169,7 +169,8 @@ class EndSession(EndSessionEndpoint):
         except TokenInvalid as exc:
             raise InvalidRequestError("The 'id_token_hint' is not a valid ID token.") from exc
         # An access token is signed by the same keys but is not an ID token.
-        if header.get("typ") or claims.get("iss") != gw.settings.issuer or "aud" not in claims:
+        typ = str(header.get("typ", "JWT")).lower()
+        if typ not in ("jwt", "") or claims.get("iss") != gw.settings.issuer or "aud" not in claims:
             raise InvalidRequestError("The 'id_token_hint' is not a valid ID token.")
         return claims
 
