@@ -28,11 +28,12 @@ def _gateway():  # type: ignore[no-untyped-def]
 
 
 def _static(body: bytes, etag: str, max_age: int) -> Response:
-    if etag in request.if_none_match:
+    tag = etag.strip('"')
+    if request.if_none_match.contains(tag):
         response = Response(status=304)
     else:
         response = Response(body, mimetype="application/json")
-    response.headers["ETag"] = etag
+    response.set_etag(tag)
     response.headers["Cache-Control"] = f"public, max-age={max_age}"
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response

@@ -1,0 +1,55 @@
+"""Real PostgreSQL and Redis for tests: skip on a bare machine, fail under CI=true."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import skip_or_fail
+
+PG_ADMIN = os.environ.get("SSO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE = os.environ.get("SSO_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def _worker_db() -> int:
+    # One Redis database per xdist worker, so FLUSHDB in one never hits another.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return 2 + int(worker.removeprefix("gw") or 0) % 8
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    try:
+        import psycopg
+
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means "no server"
+        skip_or_fail(f"PostgreSQL not reachable at {PG_ADMIN}: {exc}")
+    name = "sso_test_" + secrets.token_hex(6)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    import redis
+
+    url = f"{REDIS_BASE}/{_worker_db()}"
+    conn = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        conn.ping()
+    except redis.RedisError as exc:
+        skip_or_fail(f"Redis not reachable at {url}: {exc}")
+    conn.flushdb()
+    try:
+        yield url
+    finally:
+        conn.flushdb()
+        conn.close()
