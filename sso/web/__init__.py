@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlencode
 
 from flask import Flask, Response, request
@@ -11,10 +12,22 @@ from flask_wtf.csrf import CSRFProtect
 LOCALES = ("zh_CN", "en")
 
 
+def _interaction_ui_locales() -> list[str]:
+    """ui_locales of the authorization request a login or consent page is serving."""
+    from ..oidc.authorize import load_interaction
+
+    uid = request.values.get("interaction")
+    interaction = load_interaction(uid) if uid else None
+    if not interaction:
+        return []
+    return " ".join(v for k, v in interaction["args"] if k == "ui_locales").split()
+
+
 def select_locale() -> str:
-    """?lang=, then the authorization request's ui_locales, then the cookie; zh-CN by default."""
+    """?lang=, the cookie, then ui_locales (OIDC Core §3.1.2.1); zh-CN by default."""
     wanted = request.args.get("lang") or request.cookies.get("lang") or ""
-    for tag in [wanted, *request.args.get("ui_locales", "").split()]:
+    ui_locales = request.args.get("ui_locales", "").split() or _interaction_ui_locales()
+    for tag in [wanted, *ui_locales]:
         tag = tag.replace("-", "_")
         if tag.lower().startswith("en"):
             return "en"
@@ -24,6 +37,7 @@ def select_locale() -> str:
 
 
 def init_app(app: Flask) -> None:
+    app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(Path(__file__).parent / "translations"))
     Babel(app, locale_selector=select_locale, default_locale="zh_CN")
     csrf = CSRFProtect()
     csrf.init_app(app)

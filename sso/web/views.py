@@ -6,6 +6,7 @@ import time
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 
 from .. import audit, consent, session as browser_session
 from ..db import db
@@ -18,8 +19,8 @@ bp = Blueprint("web", __name__, template_folder="templates", static_folder="stat
 
 # Plain-language descriptions of each scope, shown on the consent page.
 SCOPE_TEXT = {
-    "openid": "Confirm that you are signed in (an identifier unique to this portal)",
-    "profile": "Your name",
+    "openid": _l("Confirm that you are signed in (an identifier unique to this portal)"),
+    "profile": _l("Your name"),
 }
 
 
@@ -111,5 +112,5 @@ def consent_page() -> Response:
             return authorize_flow.deny(uid)
         return error_page(400, "invalid_request", _("Choose to allow or deny."))
     form.interaction.data = uid
-    items = [(s, _(SCOPE_TEXT.get(s, s))) for s in scopes]
+    items = [(s, str(SCOPE_TEXT.get(s, s))) for s in scopes]
     return _html(render_template("consent.html", form=form, client=client, scopes=items))
