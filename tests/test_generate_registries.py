@@ -67,8 +67,8 @@ def dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
 
 
 def test_counts_include_demo_records(db: sqlite3.Connection) -> None:
-    assert db.execute("SELECT count(*) FROM people").fetchone()[0] == PEOPLE + 3
-    assert db.execute("SELECT count(*) FROM enterprises").fetchone()[0] == ENTERPRISES + 3
+    assert db.execute("SELECT count(*) FROM people").fetchone()[0] == PEOPLE + len(demo_data.DEMO_PEOPLE)
+    assert db.execute("SELECT count(*) FROM enterprises").fetchone()[0] == ENTERPRISES + len(demo_data.DEMO_ENTERPRISES)
 
 
 def test_every_person_is_valid_and_consistent(db: sqlite3.Connection) -> None:
@@ -173,9 +173,9 @@ def test_tiny_runs(script: ModuleType, tmp_path: Path) -> None:
     path = tmp_path / "tiny.sqlite3"
     script.generate(path, 0, 5, 1)
     tables = dump(path)
-    assert len(tables["people"]) == 3 and len(tables["enterprises"]) == 8
+    assert len(tables["people"]) == len(demo_data.DEMO_PEOPLE) and len(tables["enterprises"]) == 8
     script.generate(path, 10, 0, 1)  # overwrites in place
-    assert len(dump(path)["people"]) == 13
+    assert len(dump(path)["people"]) == 10 + len(demo_data.DEMO_PEOPLE)
     assert not list(tmp_path.glob("*.partial"))
 
 
@@ -187,6 +187,6 @@ def test_command_line(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "303 people and 23 enterprises" in result.stdout
+    assert f"{300 + len(demo_data.DEMO_PEOPLE)} people and 23 enterprises" in result.stdout
     meta = dict(dump(out)["registry_meta"])
     assert meta["seed"] == "5" and meta["people"] == "300"

@@ -75,7 +75,19 @@ DEMO_CANCELLED = DemoPerson(
     status="cancelled",
 )
 
-DEMO_PEOPLE: tuple[DemoPerson, ...] = (DEMO_CITIZEN, DEMO_DECEASED, DEMO_CANCELLED)
+# A second living citizen: the demo's authorised agent of the demo enterprise.
+DEMO_AGENT = DemoPerson(
+    id_number="440305198506122029",
+    name="赵敏",
+    sex="female",
+    birth_date="1985-06-12",
+    region_code="440305",
+    phone="13600136000",
+    address="广东省深圳市南山区示范路4号",
+    status="normal",
+)
+
+DEMO_PEOPLE: tuple[DemoPerson, ...] = (DEMO_CITIZEN, DEMO_DECEASED, DEMO_CANCELLED, DEMO_AGENT)
 
 # Active, represented by the demo citizen: the legal-person login of the demo.
 DEMO_ENTERPRISE = DemoEnterprise(
