@@ -25,13 +25,15 @@ class Gateway:
     keys: Any
     secret_hasher: Any
     connectors: Any
+    vault: Any = None  # resident identity numbers: sealed + keyed lookup hash
+    factor_box: Any = None  # TOTP secrets sealed at rest
     server: Any = None
 
 
 def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
     from . import audit, db as db_module, errors, keys, security
     from .connectors import build_connectors
-    from .crypto import SecretBox, SecretHasher, derive_key, load_or_create_kek
+    from .crypto import IdNumberVault, SecretBox, SecretHasher, derive_key, load_or_create_kek
     from .storage import create_store
 
     if not isinstance(settings, Settings):
@@ -68,6 +70,8 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
         ),
         secret_hasher=SecretHasher(kek),
         connectors=build_connectors(settings),
+        vault=IdNumberVault(kek),
+        factor_box=SecretBox(kek, "sso second-factor sealing"),
     )
     app.extensions["sso"] = gateway
 

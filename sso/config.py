@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, fields
+import json
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit
@@ -56,6 +57,9 @@ class Settings:
     log_level: str = "INFO"
     # Largest accepted request body (bytes); larger requests get a clear 413.
     max_request_bytes: int = 64 * 1024
+    # Identity connectors ([[connectors]] tables; SSO_CONNECTORS as JSON). Empty:
+    # the gateway's accounts plus the mock population and enterprise registries.
+    connectors: list[dict[str, Any]] = field(default_factory=list)
 
     # ---- derived values -------------------------------------------------
     @property
@@ -93,7 +97,18 @@ def _coerce(name: str, kind: type, raw: Any, problems: list[str]) -> Any:
     elif kind is str:
         if isinstance(raw, str):
             return raw
-    problems.append(f"{name}: expected {kind.__name__}, got {raw!r}")
+    elif getattr(kind, "__origin__", None) is list:
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                problems.append(f"{name}: expected a JSON list")
+                return None
+        if isinstance(raw, list):
+            return raw
+        problems.append(f"{name}: expected a list, got {type(raw).__name__}")
+        return None
+    problems.append(f"{name}: expected {getattr(kind, '__name__', kind)}, got {raw!r}")
     return None
 
 
@@ -187,6 +202,10 @@ def validate(settings: Settings) -> list[str]:
         "unix",
     ):
         problems.append("redis_url must be a redis://, rediss:// or unix:// URL")
+    if settings.connectors:
+        from .connectors import validate_connector_configs
+
+        problems.extend(validate_connector_configs(settings.connectors))
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append("log_level must be DEBUG, INFO, WARNING or ERROR")
     return problems

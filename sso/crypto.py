@@ -79,8 +79,8 @@ def derive_key(master: bytes, purpose: str, length: int = 32) -> bytes:
 class SecretBox:
     """AES-256-GCM under the KEK; the associated data binds a ciphertext to its row."""
 
-    def __init__(self, kek: bytes) -> None:
-        self._aead = AESGCM(derive_key(kek, "sso signing-key encryption"))
+    def __init__(self, kek: bytes, purpose: str = "sso signing-key encryption") -> None:
+        self._aead = AESGCM(derive_key(kek, purpose))
 
     def seal(self, plaintext: bytes, associated: str) -> bytes:
         nonce = secrets.token_bytes(12)
@@ -108,3 +108,24 @@ class SecretHasher:
         if not stored:
             return False
         return hmac.compare_digest(self.hash(secret), stored)
+
+
+class IdNumberVault:
+    """Resident identity numbers at rest: sealed for use, keyed hash for lookup.
+
+    The hash is keyed (HMAC under a KEK-derived key) because the space of valid
+    numbers is small enough to enumerate: a plain SHA-256 would be reversible.
+    """
+
+    def __init__(self, kek: bytes) -> None:
+        self._mac_key = derive_key(kek, "sso id-number lookup")
+        self._box = SecretBox(kek, "sso id-number sealing")
+
+    def lookup_hash(self, number: str) -> str:
+        return hmac.new(self._mac_key, number.upper().encode("ascii"), hashlib.sha256).hexdigest()
+
+    def seal(self, number: str, account_id: str) -> bytes:
+        return self._box.seal(number.upper().encode("ascii"), "id-number:" + account_id)
+
+    def open(self, sealed: bytes, account_id: str) -> str:
+        return self._box.open(sealed, "id-number:" + account_id).decode("ascii")

@@ -42,6 +42,12 @@ class Client(db.Model):  # type: ignore[name-defined]
     jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     jwks_uri: Mapped[str | None] = mapped_column(String(500))
     id_token_signed_response_alg: Mapped[str] = mapped_column(String(10), default="RS256")
+    # OIDC Core §8: pairwise by default, so portals cannot correlate a citizen.
+    subject_type: Mapped[str] = mapped_column(String(10), default="pairwise")
+    # §8.1: portals sharing a sector see the same sub; default is the redirect host.
+    sector_identifier: Mapped[str | None] = mapped_column(String(255))
+    # Admin approval to receive the full resident identity number (with consent).
+    full_id_number_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
     backchannel_logout_uri: Mapped[str | None] = mapped_column(String(500))
     frontchannel_logout_uri: Mapped[str | None] = mapped_column(String(500))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -91,16 +97,85 @@ class Client(db.Model):  # type: ignore[name-defined]
 
 
 class Account(db.Model):  # type: ignore[name-defined]
-    """A person who signs in at the gateway."""
+    """A person who signs in at the gateway.
+
+    Citizens register after real-name verification against the population
+    registry: their resident identity number is kept sealed (AES-GCM) and looked
+    up through a keyed hash, and only its masked form is stored in clear.
+    ``username`` serves local accounts (operators, the demo) that have no number.
+    """
 
     __tablename__ = "accounts"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    username: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    username: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    id_number_hmac: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    id_number_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    id_number_masked: Mapped[str | None] = mapped_column(String(18))
+    phone: Mapped[str | None] = mapped_column(String(20), unique=True, index=True)
+    phone_verified_at: Mapped[datetime | None] = mapped_column(DateTime)
     password_hash: Mapped[str] = mapped_column(String(200))
     display_name: Mapped[str] = mapped_column(String(100))
     connector_id: Mapped[str] = mapped_column(String(40), default="local")
+    # self-asserted | registry-verified (the identity-assurance half of acr)
+    assurance: Mapped[str] = mapped_column(String(20), default="self-asserted")
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime)
+    verification_source: Mapped[str | None] = mapped_column(String(60))
+    # Registry attributes as verified (name, birthdate, gender, address ...): the
+    # once-only rule — a portal never asks again for what the registry confirmed.
+    verified_attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="active")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SecondFactor(db.Model):  # type: ignore[name-defined]
+    """A TOTP authenticator bound to an account (RFC 6238), secret sealed under the KEK."""
+
+    __tablename__ = "second_factors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(10), default="totp")
+    secret_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The last accepted time step: a code is never accepted twice (RFC 6238 §5.2).
+    last_step: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RecoveryCode(db.Model):  # type: ignore[name-defined]
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(128))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class AgentAuthorisation(db.Model):  # type: ignore[name-defined]
+    """A legal representative lets a person act for the enterprise, in roles, for a period.
+
+    pending (granted, awaiting the agent's confirmation) → active → revoked;
+    or pending → declined.  Validity is checked on every use, refresh included.
+    """
+
+    __tablename__ = "agent_authorisations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    credit_code: Mapped[str] = mapped_column(String(18), index=True)
+    enterprise_name: Mapped[str] = mapped_column(String(200))
+    grantor_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    agent_account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    valid_from: Mapped[datetime] = mapped_column(DateTime)
+    valid_until: Mapped[datetime] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_by: Mapped[str | None] = mapped_column(String(32))
 
 
 class Consent(db.Model):  # type: ignore[name-defined]
@@ -138,6 +213,9 @@ class Grant(db.Model):  # type: ignore[name-defined]
     auth_time: Mapped[int | None] = mapped_column(Integer)
     acr: Mapped[str | None] = mapped_column(String(100))
     amr: Mapped[list[str] | None] = mapped_column(JSON)
+    # For a legal-person session: which enterprise, in which role, under which
+    # authorisation — re-checked on every refresh.
+    acting: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -1,33 +1,62 @@
-"""Local accounts: username + argon2id password in the gateway's own database."""
+"""The gateway's own account store: password login by identity number, phone or username.
+
+Passwords are argon2id at OWASP parameters; an unknown login name costs the same
+time as a wrong password, and both get the same answer.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..db import db
 from ..models import Account
-from .base import Identity
+from .base import Identity, VerifiedAttribute
 
 # OWASP password storage cheat sheet: argon2id, 19 MiB, t=2, p=1.
 PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-# Verified when the username is unknown, so both cases cost the same time.
+# Verified when the login name is unknown, so both cases cost the same time.
 _DUMMY_HASH = PASSWORDS.hash("not-a-real-password")
 
 
+def identity_of(account: Account) -> Identity:
+    attributes = {}
+    if account.verified_at is not None:
+        source = account.verification_source or "population-registry"
+        attributes = {
+            key: VerifiedAttribute(value, source, account.verified_at)
+            for key, value in (account.verified_attributes or {}).items()
+            if value is not None
+        }
+    return Identity(
+        connector_id=account.connector_id,
+        subject=account.id,
+        display_name=account.display_name,
+        principal="natural",
+        assurance=account.assurance,
+        attributes=attributes,
+    )
+
+
 class LocalAccounts:
-    def __init__(self, connector_id: str = "local", name: str = "Local accounts") -> None:
+    """Connector type ``accounts``: password login against the gateway's account table."""
+
+    def __init__(self, connector_id: str = "accounts", name: str = "Gateway accounts") -> None:
         self.id = connector_id
         self.name = name
 
-    @staticmethod
-    def _identity(account: Account) -> Identity:
-        return Identity(connector_id=account.connector_id, subject=account.id, display_name=account.display_name)
+    @classmethod
+    def from_config(cls, connector_id: str, name: str, settings: dict[str, Any], instance_path: str) -> LocalAccounts:
+        return cls(connector_id, name)
 
     def login(self, username: str, password: str) -> Identity | None:
-        account = db.session.execute(
-            db.select(Account).filter_by(username=username)
-        ).scalar_one_or_none()
+        from ..accounts import find_by_login_name
+
+        account = find_by_login_name(username)
+        if account is not None and account.status != "active":
+            account = None
         stored = account.password_hash if account else _DUMMY_HASH
         try:
             PASSWORDS.verify(stored, password)
@@ -36,18 +65,23 @@ class LocalAccounts:
         if account is None:
             return None
         if PASSWORDS.check_needs_rehash(account.password_hash):
+            # Parameters changed since this hash was made: upgrade it now.
             account.password_hash = PASSWORDS.hash(password)
             db.session.commit()
-        return self._identity(account)
+        return identity_of(account)
 
     def lookup(self, subject: str) -> Identity | None:
         account = db.session.get(Account, subject)
-        return self._identity(account) if account else None
+        return identity_of(account) if account and account.status == "active" else None
 
 
 def create_account(username: str, password: str, display_name: str) -> Account:
+    """A local (self-asserted) account: operators, the demo, tests."""
     account = Account(
-        username=username, password_hash=PASSWORDS.hash(password), display_name=display_name
+        username=username,
+        password_hash=PASSWORDS.hash(password),
+        display_name=display_name,
+        connector_id="accounts",
     )
     db.session.add(account)
     db.session.commit()

@@ -1,0 +1,150 @@
+"""Citizen accounts: real-name verification against the population registry, registration.
+
+A citizen account exists only after the registry confirmed that the name and the
+resident identity number belong together and the person's status is normal.  The
+number is stored sealed, looked up by keyed hash, and shown masked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from flask import current_app
+
+from .connectors.base import PersonLookup, PersonRecord
+from .connectors.local import PASSWORDS
+from .db import db
+from .identifiers import InvalidIdentifier, mask_resident_id, validate_resident_id
+from .models import Account, utcnow
+
+PHONE = re.compile(r"^1[3-9]\d{9}$")
+SOURCE = "population-registry"
+
+# Error codes shown to the person registering, with the message the page shows.
+# "not_matched" deliberately covers unknown person AND name mismatch: a stranger
+# must not learn that a number exists with another name.
+VERIFICATION_ERRORS = {
+    "format": "The identity number must have 18 characters: 17 digits and a final digit or X.",
+    "region": "The first six digits are not a valid region code.",
+    "birth_date": "Digits 7 to 14 are not a valid date of birth.",
+    "check_char": "The last character does not match: please check the number for typing errors.",
+    "not_matched": "The name and identity number do not match the population registry.",
+    "deceased": "This identity cannot be registered: the registry records the person as deceased.",
+    "cancelled": "This identity cannot be registered: its household registration is cancelled.",
+    "already_registered": "An account already exists for this identity. Sign in or reset the password.",
+    "registry_unavailable": "The population registry cannot be reached now. Please try again later.",
+}
+
+
+class VerificationFailed(Exception):
+    def __init__(self, code: str) -> None:
+        self.code = code
+        super().__init__(VERIFICATION_ERRORS[code])
+
+
+@dataclass(frozen=True)
+class VerifiedPerson:
+    record: PersonRecord
+    verified_at: Any
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """What the registry confirmed, for claims (no identity number here)."""
+        r = self.record
+        return {
+            "name": r.name,
+            "gender": r.sex,
+            "birthdate": r.birth_date.isoformat(),
+            "region_code": r.region_code,
+            "address": r.address,
+        }
+
+
+def _gateway():  # type: ignore[no-untyped-def]
+    return current_app.extensions["sso"]
+
+
+def person_registry() -> PersonLookup:
+    registry = _gateway().connectors.person_registry
+    if registry is None:
+        raise VerificationFailed("registry_unavailable")
+    return registry  # type: ignore[no-any-return]
+
+
+def verify_real_name(name: str, id_number: str, *, today: date | None = None) -> VerifiedPerson:
+    """Check a name + number pair against the registry; raise VerificationFailed(code)."""
+    from .connectors.base import RegistryUnavailable
+
+    try:
+        parsed = validate_resident_id(id_number, today=today)
+    except InvalidIdentifier as exc:
+        raise VerificationFailed(exc.code) from None
+    try:
+        record = person_registry().find_person(parsed.number)
+    except RegistryUnavailable:
+        raise VerificationFailed("registry_unavailable") from None
+    if record is None or record.name != name.strip():
+        raise VerificationFailed("not_matched")
+    if record.status == "deceased":
+        raise VerificationFailed("deceased")
+    if not record.is_normal:
+        raise VerificationFailed("cancelled")
+    return VerifiedPerson(record, utcnow())
+
+
+def find_by_id_number(id_number: str) -> Account | None:
+    digest = _gateway().vault.lookup_hash(id_number)
+    return db.session.execute(db.select(Account).filter_by(id_number_hmac=digest)).scalar_one_or_none()
+
+
+def find_by_login_name(login: str) -> Account | None:
+    """An account by resident identity number, bound phone number or username."""
+    login = (login or "").strip()
+    if not login or len(login) > 64:
+        return None
+    if len(login) == 18:
+        try:
+            return find_by_id_number(validate_resident_id(login).number)
+        except InvalidIdentifier:
+            pass
+    if PHONE.match(login):
+        found = db.session.execute(db.select(Account).filter_by(phone=login)).scalar_one_or_none()
+        if found is not None:
+            return found
+    return db.session.execute(db.select(Account).filter_by(username=login)).scalar_one_or_none()
+
+
+def register_citizen(person: VerifiedPerson, password: str, phone: str | None) -> Account:
+    """Create the account of a verified person (the caller verified the phone by SMS)."""
+    record = person.record
+    if find_by_id_number(record.id_number) is not None:
+        raise VerificationFailed("already_registered")
+    account = Account(
+        password_hash=PASSWORDS.hash(password),
+        display_name=record.name,
+        connector_id=SOURCE,
+        assurance="registry-verified",
+        verified_at=person.verified_at,
+        verification_source=SOURCE,
+        verified_attributes=person.attributes,
+        id_number_masked=mask_resident_id(record.id_number),
+        phone=phone,
+        phone_verified_at=utcnow() if phone else None,
+    )
+    db.session.add(account)
+    db.session.flush()  # the id seals the number to this row
+    vault = _gateway().vault
+    account.id_number_hmac = vault.lookup_hash(record.id_number)
+    account.id_number_sealed = vault.seal(record.id_number, account.id)
+    db.session.commit()
+    return account
+
+
+def id_number_of(account: Account) -> str | None:
+    """The full number, for the few places that need it (legal-rep match, approved claims)."""
+    if account.id_number_sealed is None:
+        return None
+    return _gateway().vault.open(account.id_number_sealed, account.id)  # type: ignore[no-any-return]
