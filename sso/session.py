@@ -1,12 +1,17 @@
 """The browser SSO session: the only code that reads or writes the session cookie.
 
-The cookie holds a random id; the session lives in the short-lived store under a
-hash of that id, with an idle timeout (refreshed on use) and an absolute one.
-The id is replaced at every login (no fixation).
+The cookie holds ``handle.secret``.  The session lives in the short-lived store
+under the handle (hashed by the store), and holds only a hash of the secret, so
+neither a store dump nor a log of handles yields a usable cookie.  The handle is
+replaced at login, step-up and enterprise switch (no fixation); the OIDC ``sid``
+stays the same for the whole session, so portals can be told when it ends.
+Idle timeout slides on use; the absolute timeout never moves.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,12 +21,13 @@ from flask import Response, current_app, g, request
 from .crypto import new_token
 
 KIND = "session"
+INDEX = "account_sessions"
+MAX_COOKIE = 200
 
 
 def cookie_name() -> str:
     # RFC 6265bis §4.1.3.2: __Host- pins the cookie to this host, https and path "/".
-    settings = current_app.extensions["sso"].settings
-    return "sso_session" if settings.development else "__Host-sso_session"
+    return "sso_session" if _dev() else "__Host-sso_session"
 
 
 @dataclass
@@ -34,82 +40,142 @@ class BrowserSession:
     sid: str = field(default_factory=lambda: new_token(16))
     created_at: int = field(default_factory=lambda: int(time.time()))
     clients: list[str] = field(default_factory=list)
+    # Legal-person context chosen for this session (enterprise, role, authorisation).
+    acting: dict[str, Any] | None = None
+    # When the second factor was last proven (step-up freshness).
+    second_factor_time: int | None = None
+    user_agent: str = ""
+    ip: str = ""
+    handle: str = ""  # the store key of this session; not persisted inside itself
+    secret_hash: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BrowserSession:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("handle")
+        return data
+
+
+def _gw():  # type: ignore[no-untyped-def]
+    return current_app.extensions["sso"]
+
 
 def _store():  # type: ignore[no-untyped-def]
-    return current_app.extensions["sso"].store
+    return _gw().store
 
 
-def _timeouts() -> tuple[int, int]:
-    s = current_app.extensions["sso"].settings
-    return s.session_idle_timeout, s.session_absolute_timeout
+def _dev() -> bool:
+    return bool(_gw().settings.development)
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _ttl(session: BrowserSession) -> int:
-    idle, absolute = _timeouts()
-    remaining = session.created_at + absolute - int(time.time())
-    return max(1, min(idle, remaining))
+    s = _gw().settings
+    remaining = session.created_at + s.session_absolute_timeout - int(time.time())
+    return max(1, min(s.session_idle_timeout, remaining))
+
+
+def _parse_cookie() -> tuple[str, str] | None:
+    raw = request.cookies.get(cookie_name(), "")
+    if not raw or len(raw) > MAX_COOKIE or raw.count(".") != 1:
+        return None
+    handle, secret = raw.split(".")
+    return (handle, secret) if handle and secret else None
+
+
+def load(handle: str) -> BrowserSession | None:
+    data = _store().get(KIND, handle)
+    if data is None:
+        return None
+    session = BrowserSession.from_dict(data)
+    session.handle = handle
+    return session
 
 
 def current() -> BrowserSession | None:
-    """The session for this request, or None (absent, expired or past its absolute limit)."""
+    """The session for this request, or None (absent, expired, forged or past its absolute limit)."""
     if "sso_session" in g:
         return g.sso_session  # type: ignore[no-any-return]
     found = None
-    token = request.cookies.get(cookie_name())
-    if token and len(token) <= 128:
-        data = _store().get(KIND, token)
-        if data is not None:
-            session = BrowserSession.from_dict(data)
-            _, absolute = _timeouts()
-            if session.created_at + absolute > time.time():
-                _store().touch(KIND, token, _ttl(session))  # sliding idle timeout
+    parsed = _parse_cookie()
+    if parsed is not None:
+        handle, secret = parsed
+        session = load(handle)
+        if session is not None and hmac.compare_digest(session.secret_hash, _hash(secret)):
+            if session.created_at + _gw().settings.session_absolute_timeout > time.time():
+                _store().touch(KIND, handle, _ttl(session))  # sliding idle timeout
                 found = session
             else:
-                _store().delete(KIND, token)
+                _store().delete(KIND, handle)
     g.sso_session = found
     return found
 
 
-def start(session: BrowserSession, response: Response) -> None:
-    """Store a new session under a fresh id and set the cookie; drops any previous one."""
-    old = request.cookies.get(cookie_name())
-    if old and len(old) <= 128:
-        _store().delete(KIND, old)
-    token = new_token(32)
-    _store().put(KIND, token, asdict(session), _ttl(session))
+def _write(session: BrowserSession, response: Response) -> None:
+    """Store the session under a fresh handle + secret and set the cookie."""
+    handle, secret = new_token(16), new_token(32)
+    session.handle = handle
+    session.secret_hash = _hash(secret)
+    ttl = _ttl(session)
+    _store().put(KIND, handle, session.to_dict(), ttl)
+    _store().set_add(INDEX, session.account_id, handle, _gw().settings.session_absolute_timeout)
     g.sso_session = session
-    g.sso_session_token = token
-    _set_cookie(response, token)
+    # No Max-Age: a browser-session cookie; the server enforces both timeouts.
+    response.set_cookie(cookie_name(), f"{handle}.{secret}", path="/", secure=not _dev(), httponly=True, samesite="Lax")
+
+
+def start(session: BrowserSession, response: Response) -> None:
+    """A new login: drop whatever session the browser had and issue a new one."""
+    old = _parse_cookie()
+    if old is not None:
+        _store().delete(KIND, old[0])
+    session.user_agent = (request.headers.get("User-Agent") or "")[:200]
+    session.ip = request.remote_addr or ""
+    _write(session, response)
+
+
+def rotate(session: BrowserSession, response: Response) -> None:
+    """Same session (same sid), new handle and secret: after step-up or an enterprise switch."""
+    if session.handle:
+        _store().delete(KIND, session.handle)
+    _write(session, response)
 
 
 def save(session: BrowserSession) -> None:
-    """Persist changes (e.g. a portal joined the session) under the current id."""
-    token = g.get("sso_session_token") or request.cookies.get(cookie_name())
-    if token:
-        _store().put(KIND, token, asdict(session), _ttl(session))
+    """Persist changes (a portal joined, ...) under the current handle."""
+    if session.handle:
+        _store().put(KIND, session.handle, session.to_dict(), _ttl(session))
 
 
 def end(response: Response) -> BrowserSession | None:
     session = current()
-    token = g.get("sso_session_token") or request.cookies.get(cookie_name())
-    if token and len(token) <= 128:
-        _store().delete(KIND, token)
+    if session is not None and session.handle:
+        _store().delete(KIND, session.handle)
     g.sso_session = None
     response.delete_cookie(cookie_name(), path="/", secure=not _dev(), httponly=True, samesite="Lax")
     return session
 
 
-def _dev() -> bool:
-    return bool(current_app.extensions["sso"].settings.development)
+def sessions_of(account_id: str) -> list[BrowserSession]:
+    """The account's live sessions (for the account page)."""
+    found = []
+    for handle in sorted(_store().set_members(INDEX, account_id)):
+        session = load(handle)
+        if session is not None and session.account_id == account_id:
+            found.append(session)
+    return found
 
 
-def _set_cookie(response: Response, token: str) -> None:
-    # No Max-Age: a browser session cookie; the server enforces both timeouts.
-    response.set_cookie(
-        cookie_name(), token, path="/", secure=not _dev(), httponly=True, samesite="Lax"
-    )
+def revoke(account_id: str, sid: str) -> BrowserSession | None:
+    """End one of the account's sessions by its sid; returns it (for logout notification)."""
+    for session in sessions_of(account_id):
+        if hmac.compare_digest(session.sid, sid):
+            _store().delete(KIND, session.handle)
+            return session
+    return None

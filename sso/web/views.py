@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
-from .. import audit, consent, session as browser_session
+from .. import assurance, audit, consent, session as browser_session
 from ..db import db
 from ..errors import error_page
 from ..models import Account, Client
@@ -73,7 +73,7 @@ def login() -> Response:
         connector_id=identity.connector_id,
         auth_time=int(time.time()),
         amr=["pwd"],
-        acr="urn:sso:acr:password",
+        acr=assurance.current_level(["pwd"], identity.assurance).acr,
     )
     target = url_for("oidc.authorize_resume", interaction=uid) if uid else url_for("web.home")
     response = redirect(target)
