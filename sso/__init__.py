@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -27,6 +28,7 @@ class Gateway:
     connectors: Any
     vault: Any = None  # resident identity numbers: sealed + keyed lookup hash
     factor_box: Any = None  # TOTP secrets sealed at rest
+    sms: Any = None  # SmsSender: the development outbox unless a gateway is plugged in
     server: Any = None
 
 
@@ -34,6 +36,7 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
     from . import audit, db as db_module, errors, keys, security
     from .connectors import build_connectors
     from .crypto import IdNumberVault, SecretBox, SecretHasher, derive_key, load_or_create_kek
+    from .sms import OutboxSender
     from .storage import create_store
 
     if not isinstance(settings, Settings):
@@ -72,6 +75,7 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
         connectors=build_connectors(settings),
         vault=IdNumberVault(kek),
         factor_box=SecretBox(kek, "sso second-factor sealing"),
+        sms=OutboxSender(Path(settings.instance_path) / "sms-outbox.jsonl"),
     )
     app.extensions["sso"] = gateway
 

@@ -21,6 +21,7 @@ from sso.bootstrap import prepare
 from sso.clients import create_client
 from sso.config import load_settings
 from sso.connectors.local import create_account
+from sso.connectors.sqlregistry import seed_demo_registry, url_for_path
 
 ISSUER = "http://127.0.0.1:5000"
 REDIRECT = "https://portal.example.gov.cn/callback"
@@ -66,7 +67,11 @@ class IsolatedClient(FlaskClient):
 
 @pytest.fixture
 def app(tmp_path: Any) -> Iterator[Flask]:
-    application = create_app(make_settings(tmp_path))
+    settings = make_settings(tmp_path)
+    # The mock registries hold the fixed demo people and enterprises
+    # (sso.connectors.demo_data): 张三 (normal), 李四 (deceased), 王五 (cancelled), 赵敏.
+    seed_demo_registry(url_for_path(str(tmp_path / "instance" / "registry.sqlite3")))
+    application = create_app(settings)
     application.test_client_class = IsolatedClient
     prepare(application)
     with application.app_context():

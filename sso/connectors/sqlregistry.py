@@ -54,6 +54,8 @@ def seed_demo_registry(url: str) -> None:
     from . import demo_data
 
     engine = registry_engine(url)
+    if engine.dialect.name == "sqlite" and engine.url.database:
+        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
     with engine.begin() as conn:
         for statement in SCHEMA:
             conn.execute(text(statement))
