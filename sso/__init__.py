@@ -29,6 +29,7 @@ class Gateway:
     vault: Any = None  # resident identity numbers: sealed + keyed lookup hash
     factor_box: Any = None  # TOTP secrets sealed at rest
     sms: Any = None  # SmsSender: the development outbox unless a gateway is plugged in
+    pairwise_key: bytes = b""  # HMAC key for pairwise subject identifiers
     server: Any = None
 
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
         vault=IdNumberVault(kek),
         factor_box=SecretBox(kek, "sso second-factor sealing"),
         sms=OutboxSender(Path(settings.instance_path) / "sms-outbox.jsonl"),
+        pairwise_key=derive_key(kek, "sso pairwise subject"),
     )
     app.extensions["sso"] = gateway
 

@@ -211,3 +211,11 @@ def redeem(client: FlaskClient, portal: Portal, code: str, verifier: str) -> Any
         data={"grant_type": "authorization_code", "code": code, "redirect_uri": portal.redirect_uri, "code_verifier": verifier},
         headers=basic(portal),
     )
+
+
+def expected_sub(portal: Portal, account: Any) -> str:
+    """The pairwise sub a portal should see for an account (computed like the server)."""
+    from sso.claims import subject_for
+    from sso.clients import get_client
+
+    return subject_for(get_client(portal.client_id), account)

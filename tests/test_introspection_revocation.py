@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sso.clients import create_client
-from tests.conftest import ISSUER, Portal, basic, redeem
+from tests.conftest import ISSUER, Portal, basic, expected_sub, redeem
 
 
 def tokens_for(browser, client, portal):
@@ -22,7 +22,7 @@ def test_active_access_token(browser, client, portal, account):
     body = response.get_json()
     assert body["active"] is True
     assert body["client_id"] == portal.client_id
-    assert body["sub"] == account.id
+    assert body["sub"] == expected_sub(portal, account)
     assert body["scope"] == "openid profile"
     assert body["iss"] == ISSUER and body["token_type"] == "Bearer"
     assert body["exp"] > body["iat"]

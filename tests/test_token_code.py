@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from sso.clients import create_client
-from tests.conftest import basic, pkce_pair, redeem
+from tests.conftest import basic, expected_sub, pkce_pair, redeem
 from tests.tokens_util import at_hash, verify
 
 
@@ -16,7 +16,7 @@ def test_id_token_claims_verified_independently(browser, client, portal, account
     body = response.get_json()
     assert body["token_type"] == "Bearer" and body["expires_in"] == 600
     claims = verify(client, body["id_token"], audience=portal.client_id)
-    assert claims["sub"] == account.id
+    assert claims["sub"] == expected_sub(portal, account)
     assert claims["azp"] == portal.client_id
     assert claims["nonce"] == "n-456"
     assert claims["at_hash"] == at_hash(body["access_token"])
@@ -30,7 +30,7 @@ def test_access_token_is_rfc9068_jwt(browser, client, portal, account):
     access = redeem(client, portal, code, verifier).get_json()["access_token"]
     claims = verify(client, access, audience=portal.client_id, typ="at+jwt")
     assert claims["client_id"] == portal.client_id
-    assert claims["sub"] == account.id
+    assert claims["sub"] == expected_sub(portal, account)
     assert claims["scope"] == "openid profile"
     assert claims["exp"] - claims["iat"] == 600
     assert len(claims["jti"]) >= 16

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import basic, redeem
+from tests.conftest import basic, expected_sub, redeem
 
 
 @pytest.fixture
@@ -13,22 +13,22 @@ def tokens(browser, client, portal, account):
     return redeem(client, portal, code, verifier).get_json()
 
 
-def test_get_with_bearer_header(client, tokens, account):
+def test_get_with_bearer_header(client, portal, tokens, account):
     response = client.get("/userinfo", headers={"Authorization": "Bearer " + tokens["access_token"]})
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
-    assert response.get_json() == {"sub": account.id, "name": "Alice", "preferred_username": "alice"}
+    assert response.get_json() == {"sub": expected_sub(portal, account), "name": "Alice", "preferred_username": "alice"}
 
 
-def test_post_with_form_token(client, tokens, account):
+def test_post_with_form_token(client, portal, tokens, account):
     response = client.post("/userinfo", data={"access_token": tokens["access_token"]})
-    assert response.status_code == 200 and response.get_json()["sub"] == account.id
+    assert response.status_code == 200 and response.get_json()["sub"] == expected_sub(portal, account)
 
 
 def test_openid_only_scope_returns_only_sub(browser, client, portal, account):
     code, verifier = browser.code_for(portal, scope="openid")
     token = redeem(client, portal, code, verifier).get_json()["access_token"]
-    assert client.get("/userinfo", headers={"Authorization": "Bearer " + token}).get_json() == {"sub": account.id}
+    assert client.get("/userinfo", headers={"Authorization": "Bearer " + token}).get_json() == {"sub": expected_sub(portal, account)}
 
 
 def test_no_token_gets_a_bare_challenge(client):

@@ -95,6 +95,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             "acr": user.acr,
             "amr": user.amr,
             "sid": user.sid,
+            "acting": user.acting,
         }
         ttl = _gateway().settings.authorization_code_ttl
         _gateway().store.put(CODE_KIND, code, payload, ttl)
@@ -143,6 +144,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             auth_time=authorization_code.get("auth_time"),
             acr=authorization_code.get("acr"),
             amr=authorization_code.get("amr") or [],
+            acting=authorization_code.get("acting"),
         )
         # Committed before any token is issued, so a replay arriving from now on finds it.
         db.session.commit()
@@ -154,6 +156,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             acr=grant.acr,
             amr=list(grant.amr or []),
             nonce=authorization_code.get("nonce"),
+            acting=grant.acting,
         )
 
     def save_token(self, token: dict[str, Any]) -> None:
@@ -182,6 +185,7 @@ class OpenIDConnectCode(OpenIDCode):
             authorization,
             access_token=token.get("access_token"),
             nonce=authorization.nonce,
+            scope=scope,
         )
         return token
 
@@ -232,6 +236,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             auth_time=grant.auth_time,
             acr=grant.acr,
             amr=list(grant.amr or []),
+            acting=grant.acting,
         )
 
     def revoke_old_credential(self, refresh_token: RefreshToken) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import current_app
 
+from ..claims import legal_person_claim
 from ..crypto import new_token, token_hash
 from ..db import db
 from ..models import Account, Client, Grant, RefreshToken, RevokedAccessToken, utcnow
@@ -35,6 +36,7 @@ class Authorization:
     acr: str | None
     amr: list[str] = field(default_factory=list)
     nonce: str | None = None
+    acting: dict[str, Any] | None = None  # legal-person context of the session
 
     def get_user_id(self) -> str:
         return self.account.id
@@ -45,8 +47,10 @@ def _gateway():  # type: ignore[no-untyped-def]
 
 
 def subject_for(client: Client, account: Account) -> str:
-    """The ``sub`` a portal sees for an account."""
-    return account.id
+    """The ``sub`` a portal sees for an account: pairwise unless registered public."""
+    from ..claims import subject_for as pairwise_or_public
+
+    return pairwise_or_public(client, account)
 
 
 def half_hash(value: str, alg: str) -> str:
@@ -83,6 +87,8 @@ def issue_access_token(
             claims["amr"] = authorization.amr
         if authorization.sid:
             claims["sid"] = authorization.sid
+        if authorization.acting and "cn_legal_person" in scope.split():
+            claims["cn_legal_person"] = legal_person_claim(authorization.acting)
     else:
         # RFC 9068 §2.2: with no resource owner, sub is the client itself.
         claims["sub"] = client.client_id
@@ -109,6 +115,7 @@ def issue_id_token(
     *,
     access_token: str | None,
     nonce: str | None,
+    scope: str = "",
 ) -> str:
     gw = _gateway()
     now = int(time.time())
@@ -133,6 +140,8 @@ def issue_id_token(
         claims["sid"] = authorization.sid
     if access_token:
         claims["at_hash"] = half_hash(access_token, alg)
+    if authorization.acting and "cn_legal_person" in scope.split():
+        claims["cn_legal_person"] = legal_person_claim(authorization.acting)
     return gw.keys.sign(claims, alg=alg)  # type: ignore[no-any-return]
 
 
@@ -195,6 +204,7 @@ def new_grant(
     auth_time: int | None,
     acr: str | None,
     amr: list[str],
+    acting: dict[str, Any] | None = None,
 ) -> Grant:
     settings = _gateway().settings
     grant = Grant(
@@ -206,6 +216,7 @@ def new_grant(
         auth_time=auth_time,
         acr=acr,
         amr=amr,
+        acting=acting,
         expires_at=utcnow() + timedelta(seconds=settings.refresh_token_ttl),
     )
     db.session.add(grant)
