@@ -20,19 +20,33 @@ DEMO_PORTALS = [
 ]
 
 
-def prepare(app: Flask) -> None:
-    """Migrate, ensure signing keys, and seed demo data when configured."""
+def prepare(app: Flask) -> dict[str, Any] | None:
+    """Migrate, ensure signing keys, and seed demo data when configured.
+
+    Returns what ``seed_demo`` returns when the demo is on, else None.
+    """
     settings = app.extensions["sso"].settings
     upgrade(settings.resolved_database_url)
     with app.app_context():
         app.extensions["sso"].keys.ensure_keys()
         if settings.demo:
-            seed_demo(app)
+            return seed_demo(app)
+    return None
 
 
 def seed_demo(app: Flask) -> dict[str, Any]:
-    """A demo account and demo portals; portal secrets are written to the instance folder."""
+    """A demo account, demo portals and the demo registry records.
+
+    Portal secrets are written to the instance folder (0600), never printed.  With
+    the default connectors, the mock registries file under the instance folder
+    gets the fixed demo people and enterprises (``sso.connectors.demo_data``);
+    records already there, e.g. from ``scripts/generate_registries.py``, stay.
+    """
     settings = app.extensions["sso"].settings
+    if not settings.connectors:
+        from .connectors.sqlregistry import seed_demo_registry, url_for_path
+
+        seed_demo_registry(url_for_path(str(Path(settings.instance_path) / "registry.sqlite3")))
     username, password, name = DEMO_USER
     if db.session.execute(db.select(Account).filter_by(username=username)).scalar_one_or_none() is None:
         create_account(username, password, name)
@@ -53,7 +67,11 @@ def seed_demo(app: Flask) -> dict[str, Any]:
             redirect_uris=[base + "/callback"],
             post_logout_redirect_uris=[base + "/"],
         )
-        saved[cid] = {"client_id": cid, "client_secret": registration.client_secret, "base_url": base}
+        saved[cid] = {
+            "client_id": cid,
+            "client_secret": registration.client_secret,
+            "base_url": base,
+        }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(saved, fh, indent=2)

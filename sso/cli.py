@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from flask import Flask
@@ -14,19 +15,62 @@ from flask import Flask
 from .config import ConfigError, load_settings
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
 def build_app(ctx: click.Context, **overrides: Any) -> Flask:
     from . import create_app
+    from .crypto import KeyEncryptionKeyError
 
     try:
         settings = load_settings(ctx.obj.get("config"), overrides=overrides)
+        return create_app(settings)
     except ConfigError as exc:
         _fail(str(exc))
-    return create_app(settings)
+    except KeyEncryptionKeyError as exc:
+        _fail(f"invalid configuration:\n  - {exc}")
+    except OSError as exc:
+        # e.g. the instance folder cannot be created or read
+        _fail(f"cannot start: {exc}")
+
+
+def prepare_app(app: Flask) -> dict[str, Any] | None:
+    """Migrate and make keys; a database or key problem is a clear error, not a traceback."""
+    from .bootstrap import prepare
+
+    with startup_errors(app):
+        return prepare(app)
+    raise AssertionError("unreachable")  # pragma: no cover - startup_errors exits
+
+
+@contextlib.contextmanager
+def startup_errors(app: Flask) -> Iterator[None]:
+    from cryptography.exceptions import InvalidTag
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except OperationalError as exc:
+        url = app.extensions["sso"].settings.resolved_database_url
+        _fail(f"cannot use the database {_safe_url(url)}: {exc.orig or exc}")
+    except InvalidTag:
+        _fail(
+            "the signing keys in the database cannot be decrypted: they were sealed under a "
+            "different key-encryption key (check key_encryption_key / SSO_KEY_ENCRYPTION_KEY, "
+            "or the key file in instance_path)"
+        )
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a message helper must not fail
+        return "(configured database)"
 
 
 def with_app(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -34,10 +78,8 @@ def with_app(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @click.pass_context
     def wrapper(ctx: click.Context, *args: Any, **kwargs: Any) -> Any:
-        from .bootstrap import prepare
-
         app = build_app(ctx)
-        prepare(app)
+        prepare_app(app)
         with app.app_context():
             return func(*args, **kwargs)
 
@@ -68,35 +110,46 @@ def main(ctx: click.Context, config: str | None) -> None:
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int) -> None:
     """Run the gateway (threaded development server)."""
-    from .bootstrap import prepare
-
     app = build_app(ctx)
-    prepare(app)
+    prepare_app(app)
     click.echo(f"Gateway at {app.extensions['sso'].settings.issuer}")
     app.run(host=host, port=port, threaded=True, use_reloader=False)
 
 
 @main.command()
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--instance", default="instance", show_default=True, help="Folder for the SQLite file and keys.")
+@click.option(
+    "--instance",
+    default=None,
+    help="Folder for the SQLite file, keys and demo-clients.json (default: instance_path).",
+)
 @click.pass_context
-def demo(ctx: click.Context, port: int, instance: str) -> None:
+def demo(ctx: click.Context, port: int, instance: str | None) -> None:
     """Run on the embedded default (SQLite + embedded store) with demo data."""
-    from .bootstrap import prepare, seed_demo
-
-    app = build_app(
-        ctx, issuer=f"http://127.0.0.1:{port}", development=True, demo=True, instance_path=instance
-    )
-    prepare(app)
-    with app.app_context():
-        demo_data = seed_demo(app)
-    issuer = app.extensions["sso"].settings.issuer
+    overrides: dict[str, Any] = {
+        "issuer": f"http://127.0.0.1:{port}",
+        "development": True,
+        "demo": True,
+    }
+    if instance is not None:
+        overrides["instance_path"] = instance
+    app = build_app(ctx, **overrides)
+    demo_data = prepare_app(app)
+    assert demo_data is not None
+    settings = app.extensions["sso"].settings
+    issuer = settings.issuer
+    instance = settings.instance_path
     click.echo("")
     click.echo(f"  Gateway:      {issuer}")
     click.echo(f"  Discovery:    {issuer}/.well-known/openid-configuration")
     click.echo(f"  Demo account: {demo_data['username']} / {demo_data['password']}")
     for client in demo_data["clients"].values():
-        click.echo(f"  Demo portal:  client_id={client['client_id']} (secret in {instance}/demo-clients.json)")
+        click.echo(
+            f"  Demo portal:  client_id={client['client_id']}"
+            f" redirect_uri={client['base_url']}/callback"
+            f" (secret in {Path(instance) / 'demo-clients.json'})"
+        )
+    click.echo("  Stop with Ctrl+C.")
     click.echo("")
     app.run(host="127.0.0.1", port=port, threaded=True, use_reloader=False)
 
@@ -113,13 +166,18 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 @click.pass_context
 def db_upgrade(ctx: click.Context, revision: str) -> None:
-    """Apply schema migrations."""
+    """Apply schema migrations (idempotent); at head, also create the first signing keys."""
     from .db import current_revision, upgrade
 
     app = build_app(ctx)
     url = app.extensions["sso"].settings.resolved_database_url
-    upgrade(url, revision)
-    click.echo(f"database at revision {current_revision(url)}")
+    with startup_errors(app):
+        upgrade(url, revision)
+        if revision == "head":
+            # A fresh database is ready to serve: one active key per algorithm.
+            with app.app_context():
+                app.extensions["sso"].keys.ensure_keys()
+        click.echo(f"database at revision {current_revision(url)}")
 
 
 # ---- clients ---------------------------------------------------------------------------
@@ -128,6 +186,13 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
 @main.group()
 def clients() -> None:
     """Register and manage portals (OAuth clients)."""
+
+
+def _exit_code(exc: Exception) -> int:
+    """1: the client does not exist; 2: the request itself is invalid."""
+    from .clients import UnknownClient
+
+    return 1 if isinstance(exc, UnknownClient) else 2
 
 
 def _client_text(data: dict[str, Any]) -> str:
@@ -142,8 +207,17 @@ def _client_text(data: dict[str, Any]) -> str:
 @click.option("--auth-method", default=None)
 @click.option("--public", is_flag=True, help="A public client (PKCE, no secret).")
 @click.option("--scope", default="openid profile", show_default=True)
-@click.option("--id-token-alg", default="RS256", show_default=True)
-@click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False), help="Public JWKS for private_key_jwt.")
+@click.option(
+    "--id-token-alg",
+    type=click.Choice(["RS256", "ES256"]),
+    default=None,
+    help="ID token signing algorithm (default: default_signing_alg, RS256).",
+)
+@click.option(
+    "--jwks-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Public JWKS for private_key_jwt.",
+)
 @click.option("--client-id", default=None, help="Choose the client id (default: generated).")
 @click.option("--json", "as_json", is_flag=True)
 @with_app
@@ -155,7 +229,7 @@ def clients_create(
     auth_method: str | None,
     public: bool,
     scope: str,
-    id_token_alg: str,
+    id_token_alg: str | None,
     jwks_file: str | None,
     client_id: str | None,
     as_json: bool,
@@ -166,11 +240,11 @@ def clients_create(
     jwks = None
     if jwks_file:
         try:
-            jwks = json.loads(Path(jwks_file).read_text())
+            jwks = json.loads(Path(jwks_file).read_text(encoding="utf-8"))
         except (ValueError, OSError) as exc:
-            _fail(f"cannot read JWKS file: {exc}")
+            _fail(f"cannot read JWKS file {jwks_file}: {exc}")
         if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
-            _fail("the JWKS file must hold an object with a 'keys' list")
+            _fail(f"the JWKS file {jwks_file} must hold an object with a 'keys' list")
     try:
         reg = create_client(
             name=name,
@@ -201,9 +275,7 @@ def clients_list(as_json: bool) -> None:
     from .clients import describe, list_clients
 
     rows = [describe(c) for c in list_clients()]
-    text = "\n".join(
-        f"{r['client_id']}\t{'disabled' if r['disabled'] else 'enabled'}\t{r['name']}" for r in rows
-    )
+    text = "\n".join(f"{r['client_id']}\t{'disabled' if r['disabled'] else 'enabled'}\t{r['name']}" for r in rows)
     _emit(rows, as_json, text or "no clients")
 
 
@@ -224,7 +296,7 @@ def clients_show(client_id: str, as_json: bool) -> None:
     try:
         data = describe(get_client(client_id))
     except ClientError as exc:
-        _fail(str(exc), 1)
+        _fail(str(exc), _exit_code(exc))
     _emit(data, as_json, _client_text(data))
 
 
@@ -234,7 +306,7 @@ def clients_show(client_id: str, as_json: bool) -> None:
 @click.option("--redirect-uri", "redirect_uris", multiple=True, help="Replaces the registered list.")
 @click.option("--post-logout-redirect-uri", "post_logout", multiple=True, help="Replaces the registered list.")
 @click.option("--scope", default=None)
-@click.option("--id-token-alg", default=None)
+@click.option("--id-token-alg", type=click.Choice(["RS256", "ES256"]), default=None)
 @click.option("--enable", is_flag=True, default=None, help="Re-enable a disabled portal.")
 @click.option("--json", "as_json", is_flag=True)
 @with_app
@@ -262,7 +334,7 @@ def clients_update(
             enable=True if enable else None,
         )
     except ClientError as exc:
-        _fail(str(exc), 1 if "no client" in str(exc) else 2)
+        _fail(str(exc), _exit_code(exc))
     data = describe(client)
     _emit(data, as_json, _client_text(data))
 
@@ -274,7 +346,7 @@ def clients_rotate(client_id: str, as_json: bool) -> None:
     try:
         secret = rotate_secret(client_id)
     except ClientError as exc:
-        _fail(str(exc), 1 if "no client" in str(exc) else 2)
+        _fail(str(exc), _exit_code(exc))
     _emit({"client_id": client_id, "client_secret": secret}, as_json, f"client_secret: {secret}")
 
 
@@ -285,7 +357,7 @@ def clients_disable(client_id: str, as_json: bool) -> None:
     try:
         data = describe(disable_client(client_id))
     except ClientError as exc:
-        _fail(str(exc), 1)
+        _fail(str(exc), _exit_code(exc))
     _emit(data, as_json, f"{client_id} disabled")
 
 
@@ -296,7 +368,7 @@ def clients_delete(client_id: str, as_json: bool) -> None:
     try:
         delete_client(client_id)
     except ClientError as exc:
-        _fail(str(exc), 1)
+        _fail(str(exc), _exit_code(exc))
     _emit({"client_id": client_id, "deleted": True}, as_json, f"{client_id} deleted")
 
 
@@ -337,7 +409,12 @@ def keys_list(as_json: bool) -> None:
 
 @keys.command("rotate")
 @click.option("--alg", default="RS256", show_default=True, type=click.Choice(["RS256", "ES256"]))
-@click.option("--activate-in", type=click.IntRange(min=0), default=None, help="Seconds before the new key signs (default: key_publish_lead).")
+@click.option(
+    "--activate-in",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Seconds before the new key signs (default: key_publish_lead).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def keys_rotate(alg: str, activate_in: int | None, as_json: bool) -> None:
@@ -350,6 +427,9 @@ def keys_rotate(alg: str, activate_in: int | None, as_json: bool) -> None:
 
 
 # ---- accounts (local connector) ---------------------------------------------------------
+
+
+MIN_PASSWORD_LENGTH = 8
 
 
 @main.group()
@@ -368,6 +448,12 @@ def accounts_create(username: str, display_name: str, password: str) -> None:
     from .db import db
     from .models import Account
 
+    if not 1 <= len(username) <= 64 or username != username.strip():
+        _fail("username must be 1 to 64 characters without surrounding spaces")
+    if not display_name.strip() or len(display_name) > 100:
+        _fail("name must be 1 to 100 characters")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        _fail(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
     if db.session.execute(db.select(Account).filter_by(username=username)).scalar_one_or_none():
         _fail(f"username {username} is taken")
     account = create_account(username, password, display_name)

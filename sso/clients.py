@@ -8,6 +8,7 @@ generated here (256 bits), shown once, and stored only as a keyed hash.
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -15,17 +16,27 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 
+from . import audit
 from .crypto import new_token
 from .db import db
-from .models import Client
+from .models import Client, Consent, Grant, utcnow
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 SIGNING_ALGS = ("RS256", "ES256")
+# Safe in a URL, in HTTP Basic (no ':') and within the 64-character column.
+CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,63}")
+# JWK members that only a private or symmetric key has (RFC 7517 / 7518 §6).
+PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+MIN_RSA_BITS = 2048
 
 
 class ClientError(ValueError):
     """Invalid administrative input; the message is shown to the administrator."""
+
+
+class UnknownClient(ClientError):
+    """No portal is registered under the given client id."""
 
 
 @dataclass
@@ -68,6 +79,40 @@ def validate_uri(uri: str, *, development: bool, what: str = "redirect URI") -> 
     raise ClientError(f"{what} must use https: {uri}")
 
 
+def validate_jwks(jwks: Any) -> list[str]:
+    """Problems with a portal's public JWKS for private_key_jwt (empty list: fine)."""
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
+        return ["the JWKS must be an object with a non-empty 'keys' list"]
+    problems: list[str] = []
+    for index, jwk in enumerate(jwks["keys"]):
+        if not isinstance(jwk, dict):
+            problems.append(f"JWKS key {index} is not an object")
+            continue
+        if jwk.get("kty") not in ("RSA", "EC"):
+            problems.append(f"JWKS key {index}: kty must be RSA or EC, got {jwk.get('kty')!r}")
+            continue
+        private = [m for m in PRIVATE_JWK_MEMBERS if m in jwk]
+        if private:
+            problems.append(
+                f"JWKS key {index} holds private key material ({', '.join(private)}): register only the public key"
+            )
+            continue
+        if jwk.get("use", "sig") != "sig":
+            problems.append(f"JWKS key {index}: use must be 'sig'")
+            continue
+        try:
+            key = KeySet.import_key_set({"keys": [jwk]}).keys[0]
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            problems.append(f"JWKS key {index} is not a valid public key: {exc}")
+            continue
+        if jwk["kty"] == "RSA" and key.raw_value.key_size < MIN_RSA_BITS:
+            problems.append(f"JWKS key {index}: RSA keys must have at least {MIN_RSA_BITS} bits")
+    return problems
+
+
 def _settings():  # type: ignore[no-untyped-def]
     return current_app.extensions["sso"].settings
 
@@ -91,7 +136,10 @@ def _validate(
     problems: list[str] = []
     if not name or len(name) > 200:
         problems.append("name must be 1 to 200 characters")
-    for group, what in ((redirect_uris, "redirect URI"), (post_logout_redirect_uris, "post-logout redirect URI")):
+    for group, what in (
+        (redirect_uris, "redirect URI"),
+        (post_logout_redirect_uris, "post-logout redirect URI"),
+    ):
         for uri in group:
             try:
                 validate_uri(uri, development=dev, what=what)
@@ -110,10 +158,17 @@ def _validate(
         problems.append("a public client cannot use client_credentials")
     if auth_method == "private_key_jwt" and not jwks:
         problems.append("private_key_jwt needs the client's public keys (--jwks-file)")
+    elif auth_method == "private_key_jwt":
+        problems.extend(validate_jwks(jwks))
+    elif jwks:
+        problems.append("a JWKS (--jwks-file) is only used with the private_key_jwt auth method")
     if alg not in SIGNING_ALGS:
         problems.append(f"id_token_signed_response_alg must be one of {', '.join(SIGNING_ALGS)}")
     if len(scope) > 500:
         problems.append("scope is too long")
+    elif "authorization_code" in grant_types and "openid" not in scope.split():
+        # The authorization endpoint refuses any request without the openid scope.
+        problems.append("the scope of an authorization_code client must include 'openid'")
     if problems:
         raise ClientError("; ".join(problems))
 
@@ -127,14 +182,20 @@ def create_client(
     auth_method: str | None = None,
     public: bool = False,
     scope: str = "openid profile",
-    id_token_signed_response_alg: str = "RS256",
+    id_token_signed_response_alg: str | None = None,
     jwks: dict[str, Any] | None = None,
     client_id: str | None = None,
 ) -> Registration:
     method = auth_method or ("none" if public else "client_secret_basic")
     if public and method != "none":
         raise ClientError("a public client authenticates with 'none'")
+    if client_id is not None and not CLIENT_ID.fullmatch(client_id):
+        raise ClientError(
+            "client id must be 1 to 64 characters: letters, digits, '.', '_', '~' or '-', "
+            "starting with a letter or digit"
+        )
     grants = list(grant_types or ["authorization_code", "refresh_token"])
+    alg = id_token_signed_response_alg or _settings().default_signing_alg
     post_logout = list(post_logout_redirect_uris or [])
     _validate(
         name=name,
@@ -142,7 +203,7 @@ def create_client(
         post_logout_redirect_uris=post_logout,
         grant_types=grants,
         auth_method=method,
-        alg=id_token_signed_response_alg,
+        alg=alg,
         jwks=jwks,
         scope=scope,
     )
@@ -160,9 +221,10 @@ def create_client(
         scope=scope,
         token_endpoint_auth_method=method,
         jwks=jwks,
-        id_token_signed_response_alg=id_token_signed_response_alg,
+        id_token_signed_response_alg=alg,
     )
     db.session.add(client)
+    audit.record("client.created", client_id=cid, commit=False, auth_method=method)
     db.session.commit()
     return Registration(client, secret)
 
@@ -170,7 +232,7 @@ def create_client(
 def get_client(client_id: str) -> Client:
     client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
     if client is None:
-        raise ClientError(f"no client with id {client_id}")
+        raise UnknownClient(f"no client with id {client_id}")
     return client
 
 
@@ -204,6 +266,7 @@ def update_client(
     if name is not None:
         client.name = name
     if redirect_uris is not None:
+        _keep_sector(client, redirect_uris)
         client.redirect_uris = list(dict.fromkeys(redirect_uris))
     if post_logout_redirect_uris is not None:
         client.post_logout_redirect_uris = list(dict.fromkeys(post_logout_redirect_uris))
@@ -213,8 +276,28 @@ def update_client(
         client.id_token_signed_response_alg = id_token_signed_response_alg
     if enable is not None:
         client.disabled = not enable
+    event = "client.updated" if enable is None else ("client.enabled" if enable else "client.disabled")
+    audit.record(event, client_id=client_id, commit=False)
     db.session.commit()
     return client
+
+
+def _redirect_host(uris: list[str] | None) -> str | None:
+    return urlsplit(uris[0]).hostname if uris else None
+
+
+def _keep_sector(client: Client, new_redirect_uris: list[str]) -> None:
+    """Keep pairwise ``sub`` values stable when the redirect URIs move to another host.
+
+    Without a registered sector identifier, a pairwise portal's sector is the host
+    of its first redirect URI (OIDC Core §8.1), so a new host would silently give
+    every person a new ``sub`` at that portal.  Pin the old host as the sector.
+    """
+    if client.subject_type != "pairwise" or client.sector_identifier:
+        return
+    old = _redirect_host(client.redirect_uris)
+    if old and old != _redirect_host(new_redirect_uris):
+        client.sector_identifier = old
 
 
 def rotate_secret(client_id: str) -> str:
@@ -223,6 +306,7 @@ def rotate_secret(client_id: str) -> str:
         raise ClientError(f"client {client_id} does not use a client secret")
     secret = new_token(32)
     client.client_secret_hash = _hash(secret)
+    audit.record("client.secret_rotated", client_id=client_id, commit=False)
     db.session.commit()
     return secret
 
@@ -232,8 +316,20 @@ def disable_client(client_id: str) -> Client:
 
 
 def delete_client(client_id: str) -> None:
+    """Delete a registration and everything granted to it.
+
+    Grants (and so their refresh and access tokens) are revoked and consents
+    dropped: a portal registered later under the same id starts from nothing.
+    """
     client = get_client(client_id)
+    db.session.execute(
+        db.update(Grant)
+        .where(Grant.client_id == client_id, Grant.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason="client_deleted")
+    )
+    db.session.execute(db.delete(Consent).where(Consent.client_id == client_id))
     db.session.delete(client)
+    audit.record("client.deleted", client_id=client_id, commit=False)
     db.session.commit()
 
 
@@ -250,6 +346,8 @@ def describe(client: Client) -> dict[str, Any]:
         "scope": client.scope,
         "id_token_signed_response_alg": client.id_token_signed_response_alg,
         "has_jwks": bool(client.jwks),
+        "subject_type": client.subject_type,
+        "sector_identifier": client.sector_identifier,
         "disabled": client.disabled,
         "created_at": client.created_at.isoformat() + "Z",
     }
