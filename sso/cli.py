@@ -219,6 +219,23 @@ def _client_text(data: dict[str, Any]) -> str:
     help="Public JWKS for private_key_jwt.",
 )
 @click.option("--client-id", default=None, help="Choose the client id (default: generated).")
+@click.option(
+    "--subject-type",
+    type=click.Choice(["pairwise", "public"]),
+    default="pairwise",
+    show_default=True,
+    help="pairwise: a different sub per sector; public: the same sub everywhere.",
+)
+@click.option(
+    "--sector-identifier",
+    default=None,
+    help="Pairwise sector shared with other portals (default: the first redirect URI's host).",
+)
+@click.option(
+    "--allow-full-id-number",
+    is_flag=True,
+    help="Approve the portal to receive the full resident identity number (with the person's consent).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def clients_create(
@@ -232,6 +249,9 @@ def clients_create(
     id_token_alg: str | None,
     jwks_file: str | None,
     client_id: str | None,
+    subject_type: str,
+    sector_identifier: str | None,
+    allow_full_id_number: bool,
     as_json: bool,
 ) -> None:
     """Register a portal; prints its client id and (once) its secret."""
@@ -257,6 +277,9 @@ def clients_create(
             id_token_signed_response_alg=id_token_alg,
             jwks=jwks,
             client_id=client_id,
+            subject_type=subject_type,
+            sector_identifier=sector_identifier,
+            full_id_number_allowed=allow_full_id_number,
         )
     except ClientError as exc:
         _fail(str(exc))
@@ -308,6 +331,12 @@ def clients_show(client_id: str, as_json: bool) -> None:
 @click.option("--scope", default=None)
 @click.option("--id-token-alg", type=click.Choice(["RS256", "ES256"]), default=None)
 @click.option("--enable", is_flag=True, default=None, help="Re-enable a disabled portal.")
+@click.option(
+    "--allow-full-id-number/--deny-full-id-number",
+    "full_id_number",
+    default=None,
+    help="Approve or withdraw receiving the full resident identity number.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def clients_update(
@@ -318,6 +347,7 @@ def clients_update(
     scope: str | None,
     id_token_alg: str | None,
     enable: bool | None,
+    full_id_number: bool | None,
     as_json: bool,
 ) -> None:
     """Change a portal's registration."""
@@ -332,6 +362,7 @@ def clients_update(
             scope=scope,
             id_token_signed_response_alg=id_token_alg,
             enable=True if enable else None,
+            full_id_number_allowed=full_id_number,
         )
     except ClientError as exc:
         _fail(str(exc), _exit_code(exc))

@@ -24,6 +24,8 @@ from .models import Client, Consent, Grant, utcnow
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 SIGNING_ALGS = ("RS256", "ES256")
+SUBJECT_TYPES = ("pairwise", "public")
+HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
 # Safe in a URL, in HTTP Basic (no ':') and within the 64-character column.
 CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,63}")
 # JWK members that only a private or symmetric key has (RFC 7517 / 7518 §6).
@@ -113,6 +115,24 @@ def validate_jwks(jwks: Any) -> list[str]:
     return problems
 
 
+def validate_subject(subject_type: str, sector_identifier: str | None) -> list[str]:
+    """OIDC Core §8: the subject type, and the sector that pairwise subjects derive from."""
+    problems: list[str] = []
+    if subject_type not in SUBJECT_TYPES:
+        problems.append(f"subject type must be one of {', '.join(SUBJECT_TYPES)}")
+    if sector_identifier:
+        if subject_type != "pairwise":
+            problems.append("a sector identifier applies only to pairwise subjects")
+        if "://" in sector_identifier:
+            try:
+                validate_uri(sector_identifier, development=False, what="sector identifier URI")
+            except ClientError as exc:
+                problems.append(str(exc))
+        elif not HOSTNAME.fullmatch(sector_identifier):
+            problems.append(f"sector identifier must be a host name or an https URI: {sector_identifier}")
+    return problems
+
+
 def _settings():  # type: ignore[no-untyped-def]
     return current_app.extensions["sso"].settings
 
@@ -185,6 +205,9 @@ def create_client(
     id_token_signed_response_alg: str | None = None,
     jwks: dict[str, Any] | None = None,
     client_id: str | None = None,
+    subject_type: str = "pairwise",
+    sector_identifier: str | None = None,
+    full_id_number_allowed: bool = False,
 ) -> Registration:
     method = auth_method or ("none" if public else "client_secret_basic")
     if public and method != "none":
@@ -207,6 +230,9 @@ def create_client(
         jwks=jwks,
         scope=scope,
     )
+    problems = validate_subject(subject_type, sector_identifier)
+    if problems:
+        raise ClientError("; ".join(problems))
     cid = client_id or "portal-" + secrets.token_hex(8)
     if db.session.execute(db.select(Client).filter_by(client_id=cid)).scalar_one_or_none():
         raise ClientError(f"client id {cid} is already registered")
@@ -222,6 +248,9 @@ def create_client(
         token_endpoint_auth_method=method,
         jwks=jwks,
         id_token_signed_response_alg=alg,
+        subject_type=subject_type,
+        sector_identifier=sector_identifier or None,
+        full_id_number_allowed=full_id_number_allowed,
     )
     db.session.add(client)
     audit.record("client.created", client_id=cid, commit=False, auth_method=method)
@@ -249,6 +278,7 @@ def update_client(
     scope: str | None = None,
     id_token_signed_response_alg: str | None = None,
     enable: bool | None = None,
+    full_id_number_allowed: bool | None = None,
 ) -> Client:
     client = get_client(client_id)
     _validate(
@@ -276,6 +306,8 @@ def update_client(
         client.id_token_signed_response_alg = id_token_signed_response_alg
     if enable is not None:
         client.disabled = not enable
+    if full_id_number_allowed is not None:
+        client.full_id_number_allowed = full_id_number_allowed
     event = "client.updated" if enable is None else ("client.enabled" if enable else "client.disabled")
     audit.record(event, client_id=client_id, commit=False)
     db.session.commit()
@@ -348,6 +380,7 @@ def describe(client: Client) -> dict[str, Any]:
         "has_jwks": bool(client.jwks),
         "subject_type": client.subject_type,
         "sector_identifier": client.sector_identifier,
+        "full_id_number_allowed": bool(client.full_id_number_allowed),
         "disabled": client.disabled,
         "created_at": client.created_at.isoformat() + "Z",
     }

@@ -286,6 +286,16 @@ def test_id_token_alg_defaults_to_the_configured_algorithm(cli: Cli) -> None:
             "client id must be 1 to 64 characters",
         ),
         (["--redirect-uri", REDIRECT, "--id-token-alg", "HS256"], "HS256"),
+        (
+            ["--redirect-uri", REDIRECT, "--sector-identifier", "http://sector.example.gov.cn/uris.json"],
+            "sector identifier URI must use https",
+        ),
+        (["--redirect-uri", REDIRECT, "--sector-identifier", "not a host"], "must be a host name or an https URI"),
+        (
+            ["--redirect-uri", REDIRECT, "--subject-type", "public", "--sector-identifier", "gov.cn"],
+            "a sector identifier applies only to pairwise subjects",
+        ),
+        (["--redirect-uri", REDIRECT, "--subject-type", "secret"], "pairwise"),
     ],
 )
 def test_create_rejects_invalid_input(cli: Cli, args: list[str], message: str) -> None:
@@ -509,6 +519,32 @@ def test_list_show_and_update(cli: Cli) -> None:
     result = cli("clients", "update", first["client_id"], "--redirect-uri", "http://evil.example/cb", code=2)
     assert "redirect URI must use https" in result.output
     assert cli.json("clients", "show", first["client_id"]) == updated
+
+
+def test_subject_type_sector_and_full_id_number_approval(cli: Cli) -> None:
+    default = create(cli, "--redirect-uri", REDIRECT)
+    assert (default["subject_type"], default["sector_identifier"], default["full_id_number_allowed"]) == (
+        "pairwise",
+        None,
+        False,
+    )
+    shared = create(
+        cli,
+        "--redirect-uri",
+        REDIRECT,
+        "--sector-identifier",
+        "https://sector.example.gov.cn/uris.json",
+        "--allow-full-id-number",
+    )
+    assert shared["sector_identifier"] == "https://sector.example.gov.cn/uris.json"
+    assert shared["full_id_number_allowed"] is True
+    public = create(cli, "--redirect-uri", REDIRECT, "--subject-type", "public")
+    assert public["subject_type"] == "public"
+
+    withdrawn = cli.json("clients", "update", shared["client_id"], "--deny-full-id-number")
+    assert withdrawn["full_id_number_allowed"] is False
+    approved = cli.json("clients", "update", default["client_id"], "--allow-full-id-number")
+    assert approved["full_id_number_allowed"] is True
 
 
 def test_moving_redirect_uris_keeps_pairwise_subjects(cli: Cli) -> None:
