@@ -54,7 +54,9 @@ def load_or_create_kek(configured: str, instance_path: str) -> bytes:
             raise KeyEncryptionKeyError("key_encryption_key must decode to 32 bytes")
         return key
     folder = Path(instance_path)
-    folder.mkdir(parents=True, exist_ok=True)
+    # The instance folder holds the key file and the SQLite database (password and
+    # secret hashes): readable by the service account only.
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = folder / KEK_FILE
     try:
         # O_EXCL: of two processes starting together, one creates the file.
