@@ -15,6 +15,8 @@ from .db import db, upgrade
 from .models import Account, Client
 
 DEMO_USER = ("demo", "demo-password-2026", "演示用户")
+# Registry-verified citizens (from the mock population registry) and their passwords.
+DEMO_CITIZEN_PASSWORDS = {"张三": "Zhangsan-2026", "赵敏": "Zhaomin-2026"}
 DEMO_PORTALS = [
     {"client_id": "demo-portal", "name": "示例门户 Demo portal", "port": 5001},
 ]
@@ -50,6 +52,7 @@ def seed_demo(app: Flask) -> dict[str, Any]:
     username, password, name = DEMO_USER
     if db.session.execute(db.select(Account).filter_by(username=username)).scalar_one_or_none() is None:
         create_account(username, password, name)
+    citizens = seed_demo_citizens()
     path = Path(settings.instance_path) / "demo-clients.json"
     saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     for portal in DEMO_PORTALS:
@@ -75,4 +78,21 @@ def seed_demo(app: Flask) -> dict[str, Any]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(saved, fh, indent=2)
-    return {"username": username, "password": password, "clients": saved}
+    return {"username": username, "password": password, "clients": saved, "citizens": citizens}
+
+
+def seed_demo_citizens() -> list[dict[str, str]]:
+    """Register the demo citizens as a person would: real-name verification first."""
+    from .accounts import VerificationFailed, find_by_id_number, register_citizen, verify_real_name
+    from .connectors.demo_data import DEMO_AGENT, DEMO_CITIZEN
+
+    seeded = []
+    for person in (DEMO_CITIZEN, DEMO_AGENT):
+        password = DEMO_CITIZEN_PASSWORDS[person.name]
+        if find_by_id_number(person.id_number) is None:
+            try:
+                register_citizen(verify_real_name(person.name, person.id_number), password, person.phone)
+            except VerificationFailed:
+                continue  # a configured registry without the demo people
+        seeded.append({"name": person.name, "id_number": person.id_number, "phone": person.phone, "password": password})
+    return seeded

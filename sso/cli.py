@@ -142,7 +142,12 @@ def demo(ctx: click.Context, port: int, instance: str | None) -> None:
     click.echo("")
     click.echo(f"  Gateway:      {issuer}")
     click.echo(f"  Discovery:    {issuer}/.well-known/openid-configuration")
-    click.echo(f"  Demo account: {demo_data['username']} / {demo_data['password']}")
+    for citizen in demo_data.get("citizens", []):
+        click.echo(
+            f"  Demo citizen: {citizen['name']}  sign in with {citizen['id_number']} or {citizen['phone']}"
+            f" / {citizen['password']}"
+        )
+    click.echo(f"  Demo account: {demo_data['username']} / {demo_data['password']}  (local, self-asserted)")
     for client in demo_data["clients"].values():
         click.echo(
             f"  Demo portal:  client_id={client['client_id']}"
