@@ -14,7 +14,7 @@ from typing import Any
 
 from authlib.oauth2 import OAuth2Error
 from flask import Flask, Response, jsonify, render_template, request
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from .storage import StoreUnavailable
@@ -31,8 +31,17 @@ def wants_json() -> bool:
     return request.path.startswith(API_PREFIXES)
 
 
+def printable(text: object, limit: int = 200) -> str:
+    """Text safe for ``error_description`` (RFC 6749 §5.2: %x20-21 / %x23-5B / %x5D-7E only).
+
+    Error texts may quote what the client sent; anything outside that set becomes "?".
+    """
+    out = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in str(text))
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
 def json_error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> Response:
-    response = jsonify({"error": error, "error_description": description})
+    response = jsonify({"error": error, "error_description": printable(description)})
     response.status_code = status
     response.headers.update(NO_STORE)
     if headers:
@@ -48,7 +57,21 @@ def error_page(status: int, error: str, description: str, **context: Any) -> Res
     return response
 
 
+def _forget_body() -> None:
+    """Rendering an error must not read the request body again.
+
+    A body that was refused (413) or could not be parsed raises again on every
+    read, and rendering a page reads it (the locale selector looks at
+    ``request.values``).  Werkzeug caches the parsed body in the request's
+    ``__dict__``; an empty one there makes every later read see no body.
+    """
+    empty = request.parameter_storage_class()
+    request.__dict__.setdefault("form", empty)
+    request.__dict__.setdefault("files", empty)
+
+
 def render(status: int, error: str, description: str) -> Response:
+    _forget_body()
     if wants_json():
         return json_error(status, error, description)
     return error_page(status, error, description)
@@ -72,6 +95,16 @@ def register_error_handlers(app: Flask) -> None:
 
         db.session.rollback()
         return render(503, "temporarily_unavailable", "The service is temporarily unavailable.")
+
+    @app.errorhandler(DataError)
+    def _bad_value(exc: DataError) -> Response:
+        # The database refused a value the client sent (PostgreSQL: a NUL byte, a string
+        # longer than its column): the request is bad, the database is up. Not a 503.
+        log.warning("database refused a value: %s", exc.orig.__class__.__name__)
+        from .db import db
+
+        db.session.rollback()
+        return render(400, "invalid_request", "The request contains a value that cannot be stored.")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

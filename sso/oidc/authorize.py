@@ -9,19 +9,21 @@ redirected (RFC 6749 §4.1.2.1); later errors go back with ``state`` and ``iss``
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedResponseTypeError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import Response, current_app, redirect, url_for
 
-from .. import consent, session as browser_session
+from .. import consent
+from .. import session as browser_session
 from ..crypto import new_token
 from ..db import db
-from ..errors import error_page
+from ..errors import error_page, printable
 from ..models import Account, Client
 from .requests import GatewayRequest
 from .tokens import Authorization
@@ -31,6 +33,7 @@ log = logging.getLogger("sso.authorize")
 INTERACTION = "interaction"
 INTERACTION_TTL = 1800
 MAX_PARAM_LENGTH = 2048
+MAX_AGE = re.compile(r"[0-9]{1,10}")
 
 
 def _gateway():  # type: ignore[no-untyped-def]
@@ -99,12 +102,46 @@ def _end_user(session: browser_session.BrowserSession | None) -> Authorization |
     )
 
 
+def _check_client_and_redirect_uri(oauth_request: GatewayRequest) -> Response | str:
+    """The checks whose failure must never redirect (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6).
+
+    Done here, before Authlib, so that no value the client sent ends up in an
+    Authlib error text (which refuses non-ASCII with a ValueError).  Returns the
+    validated redirect URI, or the error page.
+    """
+    datalist = oauth_request.payload.datalist
+    # A repeated 'state' cannot be echoed "exactly as received" (RFC 6749 §4.1.2.1).
+    for key in ("client_id", "redirect_uri", "state"):
+        if len(datalist.get(key, [])) > 1:
+            return error_page(400, "invalid_request", f"The '{key}' parameter is repeated.")
+    client_id = oauth_request.payload.client_id
+    if not client_id:
+        return error_page(400, "invalid_request", "The 'client_id' parameter is missing.")
+    client = _gateway().server.query_client(client_id)
+    if client is None:
+        return error_page(400, "invalid_client", "The client does not exist on this server.")
+    redirect_uri = oauth_request.payload.redirect_uri
+    if not redirect_uri:
+        return error_page(400, "invalid_request", "The 'redirect_uri' parameter is missing.")
+    if not client.check_redirect_uri(redirect_uri):
+        return error_page(400, "invalid_request", "The 'redirect_uri' is not registered for this client.")
+    return redirect_uri  # type: ignore[no-any-return]
+
+
 def _check_parameters(oauth_request: GatewayRequest, redirect_uri: str) -> None:
     """What Authlib leaves to us, checked once the redirect URI is known to be safe."""
     data = oauth_request.payload.data
     for key, values in oauth_request.payload.datalist.items():
-        if any(len(v) > MAX_PARAM_LENGTH for v in values):
-            raise InvalidRequestError(f"The '{key}' parameter is too long.", redirect_uri=redirect_uri)
+        if len(values) > 1:
+            # RFC 6749 §3.1: parameters MUST NOT be included more than once.
+            raise InvalidRequestError(f"The '{printable(key, 64)}' parameter is repeated.", redirect_uri=redirect_uri)
+        if len(key) > MAX_PARAM_LENGTH or any(len(v) > MAX_PARAM_LENGTH for v in values):
+            raise InvalidRequestError(f"The '{printable(key, 64)}' parameter is too long.", redirect_uri=redirect_uri)
+    response_type = data.get("response_type")
+    if not response_type:
+        raise InvalidRequestError("The 'response_type' parameter is missing.", redirect_uri=redirect_uri)
+    if response_type != "code":
+        raise UnsupportedResponseTypeError(printable(response_type, 64), redirect_uri=redirect_uri)
     if data.get("request") is not None:
         err = OAuth2Error("Request objects are not supported.", redirect_uri=redirect_uri)
         err.error = "request_not_supported"
@@ -117,7 +154,8 @@ def _check_parameters(oauth_request: GatewayRequest, redirect_uri: str) -> None:
     if mode is not None and mode != "query":
         raise InvalidRequestError("Only response_mode=query is supported.", redirect_uri=redirect_uri)
     max_age = data.get("max_age")
-    if max_age is not None and (not max_age.isdigit() or len(max_age) > 10):
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if max_age is not None and not MAX_AGE.fullmatch(max_age):
         raise InvalidRequestError("'max_age' must be a non-negative integer.", redirect_uri=redirect_uri)
     scopes = (oauth_request.payload.scope or "").split()
     if "openid" not in scopes:
@@ -132,10 +170,13 @@ def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None) 
     end_user = _end_user(session)
     if end_user is None:
         session = None
+    checked = _check_client_and_redirect_uri(oauth_request)
+    if isinstance(checked, Response):
+        return checked
     try:
+        _check_parameters(oauth_request, checked)
         grant = server.get_consent_grant(oauth_request, end_user=end_user)
         redirect_uri = grant.redirect_uri
-        _check_parameters(oauth_request, redirect_uri)
     except OAuth2Error as error:
         return error_response(error, state)
 

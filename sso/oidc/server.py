@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
 from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import current_app
 
 from ..db import db
+from ..errors import printable
 from ..models import Client
 from .requests import GatewayRequest
+
+log = logging.getLogger("sso.server")
+
+# Form parameters that carry client credentials other than the Authorization header.
+CREDENTIAL_PARAMS = ("client_secret", "client_assertion")
 
 
 class GatewayIssuer(IssuerParameter):
@@ -23,7 +32,8 @@ class GatewayIssuer(IssuerParameter):
 
 def query_client(client_id: Any) -> Client | None:
     # A disabled portal does not exist as far as the protocol is concerned.
-    if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
+    if not isinstance(client_id, str) or not client_id or len(client_id) > 64 or not client_id.isprintable():
+        # Control characters (NUL) never name a client, and some databases refuse them.
         return None
     client = db.session.execute(
         db.select(Client).filter_by(client_id=client_id)
@@ -47,6 +57,35 @@ class AuthorizationServer(FlaskAuthorizationServer):
         if isinstance(request, OAuth2Request):
             return request
         return GatewayRequest.from_flask()
+
+    def authenticate_client(self, request: Any, methods: Any, endpoint: str = "token") -> Any:
+        form = request.form
+        if request.headers.get("Authorization") and any(k in form for k in CREDENTIAL_PARAMS):
+            # RFC 6749 §2.3: a client MUST NOT use more than one authentication method.
+            raise InvalidRequestError("Use exactly one client authentication method.")
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except OAuth2Error:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            # Authlib decodes Basic credentials and assertion headers without guarding
+            # against non-UTF-8 bytes or non-ASCII text; malformed credentials are
+            # invalid_client (RFC 6749 §5.2), never a server error.
+            log.info("malformed client credentials: %s", exc.__class__.__name__)
+            # RFC 6749 §5.2: 401 (with a challenge) when the Authorization header was used.
+            status = 401 if request.headers.get("Authorization") else 400
+            raise InvalidClientError(status_code=status, description="The client credentials are malformed.") from None
+
+    def handle_error_response(self, request: Any, error: OAuth2Error):  # type: ignore[no-untyped-def]
+        if error.status_code == 401 and error.error != "invalid_client":
+            # RFC 6749 §5.2: 400 unless client authentication failed; a 401 needs a
+            # WWW-Authenticate challenge (RFC 9110 §15.5.2), which only invalid_client has.
+            error.status_code = 400
+        status, body, headers = error(self.get_error_uri(request, error))
+        if isinstance(body, dict):
+            description = error.get_error_description() or body.get("error_description") or error.error
+            body["error_description"] = printable(description)
+        return self.handle_response(status, body, headers)
 
     def handle_response(self, status_code: int, payload: Any, headers: Any):  # type: ignore[no-untyped-def]
         response = super().handle_response(status_code, payload, headers)

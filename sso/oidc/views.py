@@ -6,6 +6,7 @@ from typing import Any
 
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import audit, session as browser_session
 from ..db import db
@@ -25,6 +26,15 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 
 def _gateway():  # type: ignore[no-untyped-def]
     return current_app.extensions["sso"]
+
+
+@bp.before_request
+def _limit_body() -> None:
+    # Werkzeug enforces MAX_CONTENT_LENGTH only when a body is parsed; refuse an
+    # oversized body up front so every endpoint answers it alike (413).
+    limit = request.max_content_length
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge()
 
 
 def _static(body: bytes, etag: str, max_age: int) -> Response:
@@ -88,6 +98,9 @@ def token() -> Response:
     bad = _reject_bad_form()
     if bad is not None:
         return bad
+    if not request.form.get("grant_type"):
+        # RFC 6749 §5.2: a missing parameter is invalid_request, not unsupported_grant_type.
+        return json_error(400, "invalid_request", "The 'grant_type' parameter is missing.")
     return _gateway().server.create_token_response()  # type: ignore[no-any-return]
 
 
@@ -123,11 +136,13 @@ def _bearer_error(status: int, error: str, description: str) -> Response:
 def userinfo() -> Response:
     header = request.headers.get("Authorization", "")
     token = None
-    if header:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            return _bearer_error(401, "invalid_request", "Malformed Authorization header.")
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        if not value.strip():
+            # RFC 6750 §3.1: a malformed request is invalid_request, 400.
+            return _bearer_error(400, "invalid_request", "Malformed Authorization header.")
         token = value.strip()
+    # Any other scheme carries no bearer token: answered as "no token" (RFC 6750 §3.1).
     if request.method == "POST" and request.mimetype == FORM_TYPE and "access_token" in request.form:
         # RFC 6750 §2.2 form parameter; more than one method is an error (§2).
         if token is not None or len(request.form.getlist("access_token")) > 1:
