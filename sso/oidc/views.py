@@ -8,16 +8,16 @@ from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import audit, session as browser_session
+from .. import audit
+from .. import session as browser_session
+from ..claims import user_claims
 from ..db import db
 from ..errors import NO_STORE, error_page, json_error
-from ..models import Account, Client
+from ..models import Account, Client, Grant
 from ..web.forms import LogoutForm
 from . import authorize as authorize_flow
-from .discovery import document
 from .endpoints import validate_access_token
 from .requests import GatewayRequest
-from .tokens import subject_for
 
 bp = Blueprint("oidc", __name__)
 
@@ -157,14 +157,12 @@ def userinfo() -> Response:
     if "openid" not in scopes:
         return _bearer_error(403, "insufficient_scope", "The token lacks the openid scope.")
     client = db.session.execute(db.select(Client).filter_by(client_id=claims["client_id"])).scalar_one_or_none()
-    account = db.session.get(Account, claims["sub"]) if client else None
-    if client is None or account is None:
+    grant = db.session.get(Grant, claims["gid"])  # active: validate_access_token checked it
+    account = db.session.get(Account, grant.account_id) if grant and grant.account_id else None
+    # A disabled portal's unexpired tokens stop working at once.
+    if client is None or client.disabled or account is None or account.status != "active":
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
-    info: dict[str, Any] = {"sub": subject_for(client, account)}
-    if "profile" in scopes:
-        info["name"] = account.display_name
-        info["preferred_username"] = account.username
-    response = jsonify(info)
+    response = jsonify(user_claims(account, client, scopes, grant.acting))
     response.headers.update(NO_STORE)
     return response
 
