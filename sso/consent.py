@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import assurance
 from .db import db
 from .models import Consent
 from .session import BrowserSession
@@ -29,6 +30,16 @@ class AuthorizationContext:
     params: Any  # the request's parameters (a MultiDict)
     session: BrowserSession | None
     interaction: dict[str, Any] | None  # the interaction this request resumes, if any
+    account_assurance: str = "self-asserted"  # of the session's account
+
+
+# The page that handles each kind of prompt (an endpoint name for url_for).
+PROMPT_PAGES = {
+    "login": "web.login",
+    "second_factor": "mfa.challenge",
+    "select_enterprise": "enterprise.select",
+    "consent": "web.consent",
+}
 
 
 def _prompts(ctx: AuthorizationContext) -> list[str]:
@@ -65,6 +76,21 @@ def max_age(ctx: AuthorizationContext) -> Prompt | None:
     return None
 
 
+def acr_step_up(ctx: AuthorizationContext) -> Prompt | None:
+    """acr_values asks for more than the session has: ask only for the missing factor."""
+    if ctx.session is None:
+        return None
+    needed = assurance.missing_factor(ctx.session.amr, ctx.account_assurance, ctx.params.get("acr_values"))
+    return Prompt("second_factor", "acr_values") if needed == "second_factor" else None
+
+
+def enterprise_choice(ctx: AuthorizationContext) -> Prompt | None:
+    """A portal asking for cn_legal_person needs the enterprise chosen for this session."""
+    if ctx.session is not None and "cn_legal_person" in ctx.scopes and not ctx.session.acting:
+        return Prompt("select_enterprise", "legal_person_scope")
+    return None
+
+
 def prompt_consent(ctx: AuthorizationContext) -> Prompt | None:
     if "consent" in _prompts(ctx) and not (ctx.interaction and ctx.interaction.get("consented")):
         return Prompt("consent", "prompt_consent")
@@ -86,6 +112,8 @@ CHECKS: list[Callable[[AuthorizationContext], Prompt | None]] = [
     no_session,
     prompt_login,
     max_age,
+    acr_step_up,
+    enterprise_choice,
     prompt_consent,
     missing_scopes,
 ]

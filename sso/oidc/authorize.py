@@ -16,7 +16,7 @@ from typing import Any
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedResponseTypeError
-from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from authlib.oidc.core.errors import ConsentRequiredError, InteractionRequiredError, LoginRequiredError
 from flask import Response, current_app, redirect, url_for
 
 from .. import consent
@@ -31,6 +31,8 @@ from .tokens import Authorization
 log = logging.getLogger("sso.authorize")
 
 INTERACTION = "interaction"
+# What prompt=none answers instead of showing each page (OIDC Core §3.1.2.6).
+PROMPT_NONE_ERRORS = {"login": LoginRequiredError, "consent": ConsentRequiredError}
 INTERACTION_TTL = 1800
 MAX_PARAM_LENGTH = 2048
 MAX_AGE = re.compile(r"[0-9]{1,10}")
@@ -99,6 +101,7 @@ def _end_user(session: browser_session.BrowserSession | None) -> Authorization |
         auth_time=session.auth_time,
         acr=session.acr,
         amr=list(session.amr),
+        acting=session.acting,
     )
 
 
@@ -188,6 +191,7 @@ def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None) 
         params=oauth_request.payload.data,
         session=session,
         interaction=interaction,
+        account_assurance=end_user.account.assurance if end_user else "self-asserted",
     )
     prompt = consent.decide(ctx)
     prompts = str(oauth_request.payload.data.get("prompt") or "").split()
@@ -195,14 +199,13 @@ def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None) 
         log.info("authorize client=%s needs %s (%s)", client.client_id, prompt.kind, prompt.reason)
         if "none" in prompts:
             # OIDC Core §3.1.2.6: prompt=none never shows a page.
-            cls = LoginRequiredError if prompt.kind == "login" else ConsentRequiredError
+            cls = PROMPT_NONE_ERRORS.get(prompt.kind, InteractionRequiredError)
             return error_response(cls(redirect_uri=redirect_uri), state)
         uid = interaction_id if interaction else save_interaction(oauth_request, prompt)
         if interaction:
             interaction.update(prompt=prompt.kind, reason=prompt.reason)
             update_interaction(uid, interaction)
-        endpoint = "web.login" if prompt.kind == "login" else "web.consent"
-        return redirect(url_for(endpoint, interaction=uid))
+        return redirect(url_for(consent.PROMPT_PAGES[prompt.kind], interaction=uid))
 
     assert session is not None and end_user is not None
     response = server.create_authorization_response(oauth_request, grant_user=end_user, grant=grant)
