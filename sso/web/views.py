@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
-from .. import assurance, audit, consent, session as browser_session
+from .. import assurance, audit, consent, session as browser_session, throttle
 from ..db import db
 from ..errors import error_page
 from ..models import Account, Client
@@ -62,12 +62,20 @@ def login() -> Response:
     if not form.validate_on_submit():
         return _html(render_template("login.html", form=form, client=client, error=_("Please fill in both fields.")), 400)
     connector = _gateway().connectors.default
+    # Checked before the password, keyed by the name as typed: an unknown name
+    # is throttled exactly like a real account.
+    verdict = throttle.guard("password", form.username.data)
+    if not verdict.allowed:
+        back = url_for("web.login", interaction=uid) if uid else url_for("web.login")
+        return throttle.too_many(verdict, back_url=back)
     identity = connector.login(form.username.data, form.password.data)
     if identity is None:
+        throttle.failure(verdict)
         audit.record("login", outcome="failure", connector=connector.id)
         # One message for unknown account and wrong password: no account enumeration.
         message = _("The username or password is incorrect.")
         return _html(render_template("login.html", form=form, client=client, error=message), 401)
+    throttle.success(verdict)
     new_session = browser_session.BrowserSession(
         account_id=identity.subject,
         connector_id=identity.connector_id,
