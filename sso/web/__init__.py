@@ -16,7 +16,8 @@ def _interaction_ui_locales() -> list[str]:
     """ui_locales of the authorization request a login or consent page is serving."""
     from ..oidc.authorize import load_interaction
 
-    uid = request.values.get("interaction")
+    # args only: an error page may be rendering for a body that must not be read.
+    uid = request.args.get("interaction")
     interaction = load_interaction(uid) if uid else None
     if not interaction:
         return []
@@ -62,6 +63,8 @@ def init_app(app: Flask) -> None:
             response.set_cookie("lang", lang, max_age=365 * 24 * 3600, samesite="Lax", httponly=True)
         return response
 
+    from .register import bp as register_bp
     from .views import bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(register_bp)
