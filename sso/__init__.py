@@ -34,7 +34,7 @@ class Gateway:
 
 
 def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
-    from . import audit, db as db_module, errors, keys, security
+    from . import audit, db as db_module, errors, keys, logout, security
     from .connectors import build_connectors
     from .crypto import IdNumberVault, SecretBox, SecretHasher, derive_key, load_or_create_kek
     from .sms import OutboxSender
@@ -84,6 +84,7 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
     errors.register_error_handlers(app)
     security.init_app(app)
     audit.init_app(app)
+    logout.init_app(app)  # the background notifier; started by the serving command
 
     from .oidc import init_app as init_oidc
     from .web import init_app as init_web

@@ -113,6 +113,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     app = build_app(ctx)
     prepare_app(app)
     click.echo(f"Gateway at {app.extensions['sso'].settings.issuer}")
+    app.extensions["sso_notifier"].start()  # back-channel logouts, session expiry
     app.run(host=host, port=port, threaded=True, use_reloader=False)
 
 
@@ -156,6 +157,7 @@ def demo(ctx: click.Context, port: int, instance: str | None) -> None:
         )
     click.echo("  Stop with Ctrl+C.")
     click.echo("")
+    app.extensions["sso_notifier"].start()  # back-channel logouts, session expiry
     app.run(host="127.0.0.1", port=port, threaded=True, use_reloader=False)
 
 
@@ -236,6 +238,8 @@ def _client_text(data: dict[str, Any]) -> str:
     default=None,
     help="Pairwise sector shared with other portals (default: the first redirect URI's host).",
 )
+@click.option("--backchannel-logout-uri", default=None, help="Where to POST logout tokens (Back-Channel Logout 1.0).")
+@click.option("--frontchannel-logout-uri", default=None, help="Loaded in an iframe at logout (Front-Channel 1.0).")
 @click.option(
     "--allow-full-id-number",
     is_flag=True,
@@ -256,6 +260,8 @@ def clients_create(
     client_id: str | None,
     subject_type: str,
     sector_identifier: str | None,
+    backchannel_logout_uri: str | None,
+    frontchannel_logout_uri: str | None,
     allow_full_id_number: bool,
     as_json: bool,
 ) -> None:
@@ -285,6 +291,8 @@ def clients_create(
             subject_type=subject_type,
             sector_identifier=sector_identifier,
             full_id_number_allowed=allow_full_id_number,
+            backchannel_logout_uri=backchannel_logout_uri,
+            frontchannel_logout_uri=frontchannel_logout_uri,
         )
     except ClientError as exc:
         _fail(str(exc))
@@ -336,6 +344,8 @@ def clients_show(client_id: str, as_json: bool) -> None:
 @click.option("--scope", default=None)
 @click.option("--id-token-alg", type=click.Choice(["RS256", "ES256"]), default=None)
 @click.option("--enable", is_flag=True, default=None, help="Re-enable a disabled portal.")
+@click.option("--backchannel-logout-uri", default=None, help="Where to POST logout tokens; empty clears it.")
+@click.option("--frontchannel-logout-uri", default=None, help="Loaded in an iframe at logout; empty clears it.")
 @click.option(
     "--allow-full-id-number/--deny-full-id-number",
     "full_id_number",
@@ -352,6 +362,8 @@ def clients_update(
     scope: str | None,
     id_token_alg: str | None,
     enable: bool | None,
+    backchannel_logout_uri: str | None,
+    frontchannel_logout_uri: str | None,
     full_id_number: bool | None,
     as_json: bool,
 ) -> None:
@@ -368,6 +380,8 @@ def clients_update(
             id_token_signed_response_alg=id_token_alg,
             enable=True if enable else None,
             full_id_number_allowed=full_id_number,
+            backchannel_logout_uri=backchannel_logout_uri,
+            frontchannel_logout_uri=frontchannel_logout_uri,
         )
     except ClientError as exc:
         _fail(str(exc), _exit_code(exc))

@@ -208,6 +208,8 @@ def create_client(
     subject_type: str = "pairwise",
     sector_identifier: str | None = None,
     full_id_number_allowed: bool = False,
+    backchannel_logout_uri: str | None = None,
+    frontchannel_logout_uri: str | None = None,
 ) -> Registration:
     method = auth_method or ("none" if public else "client_secret_basic")
     if public and method != "none":
@@ -230,7 +232,9 @@ def create_client(
         jwks=jwks,
         scope=scope,
     )
-    problems = validate_subject(subject_type, sector_identifier)
+    problems = validate_subject(subject_type, sector_identifier) + _logout_uri_problems(
+        backchannel_logout_uri, frontchannel_logout_uri
+    )
     if problems:
         raise ClientError("; ".join(problems))
     cid = client_id or "portal-" + secrets.token_hex(8)
@@ -251,11 +255,25 @@ def create_client(
         subject_type=subject_type,
         sector_identifier=sector_identifier or None,
         full_id_number_allowed=full_id_number_allowed,
+        backchannel_logout_uri=backchannel_logout_uri or None,
+        frontchannel_logout_uri=frontchannel_logout_uri or None,
     )
     db.session.add(client)
     audit.record("client.created", client_id=cid, commit=False, auth_method=method)
     db.session.commit()
     return Registration(client, secret)
+
+
+def _logout_uri_problems(backchannel: str | None, frontchannel: str | None) -> list[str]:
+    """Logout URIs follow the redirect URI rules (Back-Channel Logout §2.2, Front-Channel §2)."""
+    problems = []
+    for uri, what in ((backchannel, "back-channel logout URI"), (frontchannel, "front-channel logout URI")):
+        if uri:
+            try:
+                validate_uri(uri, development=_settings().development, what=what)
+            except ClientError as exc:
+                problems.append(str(exc))
+    return problems
 
 
 def get_client(client_id: str) -> Client:
@@ -279,8 +297,18 @@ def update_client(
     id_token_signed_response_alg: str | None = None,
     enable: bool | None = None,
     full_id_number_allowed: bool | None = None,
+    backchannel_logout_uri: str | None = None,
+    frontchannel_logout_uri: str | None = None,
 ) -> Client:
     client = get_client(client_id)
+    problems = _logout_uri_problems(backchannel_logout_uri, frontchannel_logout_uri)
+    if problems:
+        raise ClientError("; ".join(problems))
+    # "" clears a logout URI; None leaves it as it is.
+    if backchannel_logout_uri is not None:
+        client.backchannel_logout_uri = backchannel_logout_uri or None
+    if frontchannel_logout_uri is not None:
+        client.frontchannel_logout_uri = frontchannel_logout_uri or None
     _validate(
         name=name if name is not None else client.name,
         redirect_uris=redirect_uris if redirect_uris is not None else client.redirect_uris,
@@ -381,6 +409,8 @@ def describe(client: Client) -> dict[str, Any]:
         "subject_type": client.subject_type,
         "sector_identifier": client.sector_identifier,
         "full_id_number_allowed": bool(client.full_id_number_allowed),
+        "backchannel_logout_uri": client.backchannel_logout_uri,
+        "frontchannel_logout_uri": client.frontchannel_logout_uri,
         "disabled": client.disabled,
         "created_at": client.created_at.isoformat() + "Z",
     }

@@ -48,6 +48,11 @@ class Settings:
     refresh_token_ttl: int = 30 * 24 * 3600
     session_idle_timeout: int = 1800
     session_absolute_timeout: int = 12 * 3600
+    # Back-channel logout: per-attempt timeout (s) and attempts before giving up.
+    logout_delivery_timeout: int = 2
+    logout_max_attempts: int = 5
+    # How often each process delivers pending logouts and ends expired sessions (s).
+    background_interval: int = 5
     # How long a rotated-in key is published before it signs (clients cache JWKS).
     key_publish_lead: int = 600
     # How often a process re-reads the key table to pick up rotations from others.
@@ -187,6 +192,9 @@ def validate(settings: Settings) -> list[str]:
         "refresh_token_ttl",
         "session_idle_timeout",
         "session_absolute_timeout",
+        "logout_delivery_timeout",
+        "logout_max_attempts",
+        "background_interval",
         "key_refresh_interval",
         "max_request_bytes",
     ):

@@ -295,3 +295,45 @@ class AuditEvent(db.Model):  # type: ignore[name-defined]
     client_id: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SessionRecord(db.Model):  # type: ignore[name-defined]
+    """The durable index of browser sessions: who is signed in where, for single logout.
+
+    The session itself lives in the short-lived store; this row survives it, so the
+    portals can be told when a session ends for any reason — logout, revocation,
+    idle or absolute expiry — by whichever instance notices first.
+    """
+
+    __tablename__ = "session_records"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    handle: Mapped[str | None] = mapped_column(String(64))
+    clients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    user_agent: Mapped[str] = mapped_column(String(200), default="")
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # When the idle timeout would end it if nobody comes back (refreshed lazily).
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    absolute_expires_at: Mapped[datetime] = mapped_column(DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    end_reason: Mapped[str | None] = mapped_column(String(30))
+
+
+class LogoutDelivery(db.Model):  # type: ignore[name-defined]
+    """One back-channel logout notification (OIDC Back-Channel Logout 1.0 §2.5) and its fate."""
+
+    __tablename__ = "logout_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sid: Mapped[str] = mapped_column(String(64), index=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    account_id: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(12), default="pending", index=True)  # pending|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Response, current_app, g, request
@@ -21,8 +22,9 @@ from flask import Response, current_app, g, request
 from .crypto import new_token
 
 KIND = "session"
-INDEX = "account_sessions"
 MAX_COOKIE = 200
+# How stale the durable record's idle-expiry estimate may get before it is refreshed.
+RECORD_SYNC = 60
 
 
 def cookie_name() -> str:
@@ -48,6 +50,7 @@ class BrowserSession:
     ip: str = ""
     handle: str = ""  # the store key of this session; not persisted inside itself
     secret_hash: str = ""
+    synced_at: int = 0  # when the durable SessionRecord was last brought up to date
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BrowserSession:
@@ -110,9 +113,14 @@ def current() -> BrowserSession | None:
         if session is not None and hmac.compare_digest(session.secret_hash, _hash(secret)):
             if session.created_at + _gw().settings.session_absolute_timeout > time.time():
                 _store().touch(KIND, handle, _ttl(session))  # sliding idle timeout
+                if time.time() - session.synced_at > RECORD_SYNC:
+                    _sync_record(session)
+                    _store().put(KIND, handle, session.to_dict(), _ttl(session))
                 found = session
             else:
-                _store().delete(KIND, handle)
+                from .logout import end_session
+
+                end_session(session.sid, "absolute_timeout")
     g.sso_session = found
     return found
 
@@ -122,9 +130,8 @@ def _write(session: BrowserSession, response: Response) -> None:
     handle, secret = new_token(16), new_token(32)
     session.handle = handle
     session.secret_hash = _hash(secret)
-    ttl = _ttl(session)
-    _store().put(KIND, handle, session.to_dict(), ttl)
-    _store().set_add(INDEX, session.account_id, handle, _gw().settings.session_absolute_timeout)
+    _sync_record(session)
+    _store().put(KIND, handle, session.to_dict(), _ttl(session))
     g.sso_session = session
     # No Max-Age: a browser-session cookie; the server enforces both timeouts.
     response.set_cookie(cookie_name(), f"{handle}.{secret}", path="/", secure=not _dev(), httponly=True, samesite="Lax")
@@ -147,35 +154,79 @@ def rotate(session: BrowserSession, response: Response) -> None:
     _write(session, response)
 
 
+def _naive_utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC).replace(tzinfo=None)
+
+
+def _sync_record(session: BrowserSession) -> None:
+    """Bring the durable SessionRecord (single-logout index) up to date."""
+    from datetime import timedelta
+
+    from .db import db
+    from .models import SessionRecord, utcnow
+
+    settings = _gw().settings
+    now = utcnow()
+    record = db.session.get(SessionRecord, session.sid)
+    if record is None:
+        record = SessionRecord(
+            sid=session.sid,
+            account_id=session.account_id,
+            created_at=now,
+            absolute_expires_at=_naive_utc(session.created_at + settings.session_absolute_timeout),
+            user_agent=session.user_agent,
+            ip=session.ip,
+        )
+        db.session.add(record)
+    record.handle = session.handle
+    record.clients = list(session.clients)
+    record.last_seen_at = now
+    record.expires_at = now + timedelta(seconds=_ttl(session))
+    db.session.commit()
+    session.synced_at = int(time.time())
+
+
 def save(session: BrowserSession) -> None:
     """Persist changes (a portal joined, ...) under the current handle."""
     if session.handle:
+        _sync_record(session)
         _store().put(KIND, session.handle, session.to_dict(), _ttl(session))
 
 
-def end(response: Response) -> BrowserSession | None:
+def end(response: Response, reason: str = "logout") -> BrowserSession | None:
+    """Log out this browser: the session ends everywhere and its portals are told."""
+    from .logout import end_session
+
     session = current()
-    if session is not None and session.handle:
-        _store().delete(KIND, session.handle)
+    if session is not None:
+        end_session(session.sid, reason)
     g.sso_session = None
     response.delete_cookie(cookie_name(), path="/", secure=not _dev(), httponly=True, samesite="Lax")
     return session
 
 
-def sessions_of(account_id: str) -> list[BrowserSession]:
-    """The account's live sessions (for the account page)."""
-    found = []
-    for handle in sorted(_store().set_members(INDEX, account_id)):
-        session = load(handle)
-        if session is not None and session.account_id == account_id:
-            found.append(session)
-    return found
+def sessions_of(account_id: str) -> list[Any]:
+    """The account's sessions that have not ended (SessionRecord rows, newest first)."""
+    from .db import db
+    from .models import SessionRecord, utcnow
+
+    return list(
+        db.session.execute(
+            db.select(SessionRecord)
+            .where(SessionRecord.account_id == account_id, SessionRecord.ended_at.is_(None))
+            .where(SessionRecord.expires_at > utcnow())
+            .order_by(SessionRecord.created_at.desc())
+        ).scalars()
+    )
 
 
-def revoke(account_id: str, sid: str) -> BrowserSession | None:
-    """End one of the account's sessions by its sid; returns it (for logout notification)."""
-    for session in sessions_of(account_id):
-        if hmac.compare_digest(session.sid, sid):
-            _store().delete(KIND, session.handle)
-            return session
-    return None
+def revoke(account_id: str, sid: str) -> bool:
+    """End one of the account's sessions (account page); its portals are told."""
+    from .db import db
+    from .logout import end_session
+    from .models import SessionRecord
+
+    record = db.session.get(SessionRecord, sid)
+    if record is None or record.account_id != account_id:
+        return False
+    return end_session(sid, "revoked")

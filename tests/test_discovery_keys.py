@@ -25,7 +25,8 @@ def test_discovery_advertises_exactly_what_works(client):
     assert meta["authorization_response_iss_parameter_supported"] is True
     assert meta["id_token_signing_alg_values_supported"] == ["RS256", "ES256"]
     # Nothing advertised that is not implemented.
-    for absent in ("registration_endpoint", "device_authorization_endpoint", "backchannel_logout_supported", "pushed_authorization_request_endpoint"):
+    assert meta["backchannel_logout_supported"] is True and meta["frontchannel_logout_session_supported"] is True
+    for absent in ("registration_endpoint", "device_authorization_endpoint", "pushed_authorization_request_endpoint"):
         assert absent not in meta
     for key in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri", "end_session_endpoint", "introspection_endpoint", "revocation_endpoint"):
         path = meta[key].removeprefix(ISSUER)

@@ -35,4 +35,4 @@ def test_consent_page_names_the_portal_in_plain_words(browser, portal, account):
     consent_location = browser.client.get(browser.login(first.headers["Location"]).headers["Location"]).headers["Location"]
     page = browser.client.get(consent_location).text
     assert "税务服务 Tax portal 请求访问您的信息" in page
-    assert "您的姓名" in page
+    assert "您的姓名、性别和出生日期" in page

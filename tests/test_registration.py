@@ -147,7 +147,8 @@ def test_zhang_san_registers_and_signs_in_with_number_and_phone(app, client):
     assert account.assurance == "registry-verified" and account.verification_source == "population-registry"
     assert account.display_name == ZHANG.name and account.id_number_masked == "110101********1233"
     assert account.verified_attributes["birthdate"] == ZHANG.birth_date
-    [session] = browser_session.sessions_of(account.id)
+    [record] = browser_session.sessions_of(account.id)
+    session = browser_session.load(record.handle)
     assert session.amr == ["pwd"] and session.acr == "urn:cn:sso:loa:2"
 
     # No page, cookie, short-lived store entry or database byte holds the full number.

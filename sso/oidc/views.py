@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
+from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -14,6 +16,7 @@ from ..claims import user_claims
 from ..db import db
 from ..errors import NO_STORE, error_page, json_error
 from ..models import Account, Client, Grant
+from ..security import CSP
 from ..web.forms import LogoutForm
 from . import authorize as authorize_flow
 from .endpoints import validate_access_token
@@ -182,13 +185,37 @@ def end_session() -> Response:
         if current is None:
             return Response(render_template("logged_out.html"), mimetype="text/html")
         return Response(render_template("logout_confirm.html", form=form), mimetype="text/html")
+    frontchannel = _frontchannel_uris(current) if current is not None else []
     response: Response
-    if logout_request.redirect_uri:
+    if logout_request.redirect_uri and not frontchannel:
         response = redirect(logout_request.redirect_uri, code=302)
     else:
-        response = Response(render_template("logged_out.html"), mimetype="text/html")
+        # Front-Channel Logout 1.0 §2: one iframe per portal, then continue.
+        body = render_template("logged_out.html", frontchannel=frontchannel, continue_to=logout_request.redirect_uri)
+        response = Response(body, mimetype="text/html")
+        if frontchannel:
+            origins = " ".join(sorted({_origin(uri) for uri in frontchannel}))
+            response.headers["Content-Security-Policy"] = CSP.replace(
+                "frame-ancestors 'none'", f"frame-src {origins}; frame-ancestors 'none'"
+            )
     ended = browser_session.end(response)
     if ended is not None:
         audit.record("logout", actor=ended.account_id, sid=ended.sid)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _origin(uri: str) -> str:
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _frontchannel_uris(session: browser_session.BrowserSession) -> list[str]:
+    """frontchannel_logout_uri of each portal in the session, with iss and sid (§2)."""
+    uris = []
+    issuer = _gateway().settings.issuer
+    for client_id in session.clients:
+        client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
+        if client is not None and client.frontchannel_logout_uri and not client.disabled:
+            uris.append(add_params_to_uri(client.frontchannel_logout_uri, {"iss": issuer, "sid": session.sid}))
+    return uris

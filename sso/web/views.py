@@ -20,8 +20,14 @@ bp = Blueprint("web", __name__, template_folder="templates", static_folder="stat
 # Plain-language descriptions of each scope, shown on the consent page.
 SCOPE_TEXT = {
     "openid": _l("Confirm that you are signed in (an identifier unique to this portal)"),
-    "profile": _l("Your name"),
+    "profile": _l("Your name, gender and date of birth"),
+    "phone": _l("Your mobile phone number"),
+    "address": _l("Your registered address"),
+    "cn_identity": _l("Your resident identity number, masked (only the first 6 and last 4 characters)"),
+    "cn_legal_person": _l("The enterprise you act for, and your role for it"),
 }
+# Shown instead when an administrator approved the portal for the full number.
+FULL_ID_TEXT = _l("Your full resident identity number")
 
 
 def _gateway():  # type: ignore[no-untyped-def]
@@ -120,5 +126,8 @@ def consent_page() -> Response:
             return authorize_flow.deny(uid)
         return error_page(400, "invalid_request", _("Choose to allow or deny."))
     form.interaction.data = uid
-    items = [(s, str(SCOPE_TEXT.get(s, s))) for s in scopes]
+    items = [
+        (s, str(FULL_ID_TEXT if s == "cn_identity" and client.full_id_number_allowed else SCOPE_TEXT.get(s, s)))
+        for s in scopes
+    ]
     return _html(render_template("consent.html", form=form, client=client, scopes=items))

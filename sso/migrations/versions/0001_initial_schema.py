@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-30 09:45:05.068311
+Create Date: 2026-11-30 10:07:25.872292
 
 """
 from typing import Sequence, Union
@@ -85,6 +85,24 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('clients', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_clients_client_id'), ['client_id'], unique=True)
+
+    op.create_table('logout_deliveries',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('sid', sa.String(length=64), nullable=False),
+    sa.Column('client_id', sa.String(length=64), nullable=False),
+    sa.Column('account_id', sa.String(length=32), nullable=False),
+    sa.Column('status', sa.String(length=12), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(), nullable=False),
+    sa.Column('last_error', sa.String(length=300), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('delivered_at', sa.DateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_logout_deliveries'))
+    )
+    with op.batch_alter_table('logout_deliveries', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_logout_deliveries_next_attempt_at'), ['next_attempt_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_logout_deliveries_sid'), ['sid'], unique=False)
+        batch_op.create_index(batch_op.f('ix_logout_deliveries_status'), ['status'], unique=False)
 
     op.create_table('revoked_access_tokens',
     sa.Column('jti', sa.String(length=64), nullable=False),
@@ -195,6 +213,27 @@ def upgrade() -> None:
     with op.batch_alter_table('second_factors', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_second_factors_account_id'), ['account_id'], unique=False)
 
+    op.create_table('session_records',
+    sa.Column('sid', sa.String(length=64), nullable=False),
+    sa.Column('account_id', sa.String(length=32), nullable=False),
+    sa.Column('handle', sa.String(length=64), nullable=True),
+    sa.Column('clients', sa.JSON(), nullable=False),
+    sa.Column('user_agent', sa.String(length=200), nullable=False),
+    sa.Column('ip', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('last_seen_at', sa.DateTime(), nullable=False),
+    sa.Column('expires_at', sa.DateTime(), nullable=False),
+    sa.Column('absolute_expires_at', sa.DateTime(), nullable=False),
+    sa.Column('ended_at', sa.DateTime(), nullable=True),
+    sa.Column('end_reason', sa.String(length=30), nullable=True),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_session_records_account_id_accounts'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('sid', name=op.f('pk_session_records'))
+    )
+    with op.batch_alter_table('session_records', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_session_records_account_id'), ['account_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_session_records_ended_at'), ['ended_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_session_records_expires_at'), ['expires_at'], unique=False)
+
     op.create_table('refresh_tokens',
     sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('grant_id', sa.String(length=32), nullable=False),
@@ -219,6 +258,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_refresh_tokens_grant_id'))
 
     op.drop_table('refresh_tokens')
+    with op.batch_alter_table('session_records', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_session_records_expires_at'))
+        batch_op.drop_index(batch_op.f('ix_session_records_ended_at'))
+        batch_op.drop_index(batch_op.f('ix_session_records_account_id'))
+
+    op.drop_table('session_records')
     with op.batch_alter_table('second_factors', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_second_factors_account_id'))
 
@@ -251,6 +296,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_revoked_access_tokens_expires_at'))
 
     op.drop_table('revoked_access_tokens')
+    with op.batch_alter_table('logout_deliveries', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_logout_deliveries_status'))
+        batch_op.drop_index(batch_op.f('ix_logout_deliveries_sid'))
+        batch_op.drop_index(batch_op.f('ix_logout_deliveries_next_attempt_at'))
+
+    op.drop_table('logout_deliveries')
     with op.batch_alter_table('clients', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_clients_client_id'))
 
