@@ -59,6 +59,10 @@ class Settings:
     key_refresh_interval: int = 10
     # Default ID token algorithm; clients may ask for ES256.
     default_signing_alg: str = "RS256"
+    # Reverse proxies in front of the gateway whose X-Forwarded-For is trusted for
+    # the client address (rate limits, audit). 0: use the socket peer. The Host
+    # header is never trusted either way: URLs come from the issuer.
+    trusted_proxies: int = 0
     log_level: str = "INFO"
     # Largest accepted request body (bytes); larger requests get a clear 413.
     max_request_bytes: int = 64 * 1024
@@ -200,6 +204,8 @@ def validate(settings: Settings) -> list[str]:
     ):
         if getattr(settings, name) <= 0:
             problems.append(f"{name} must be positive")
+    if not 0 <= settings.trusted_proxies <= 5:
+        problems.append("trusted_proxies must be between 0 and 5")
     if settings.key_publish_lead < 0:
         problems.append("key_publish_lead must not be negative")
     if settings.default_signing_alg not in _SUPPORTED_ALGS:

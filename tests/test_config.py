@@ -66,3 +66,23 @@ def test_bad_kek_is_a_clear_error(tmp_path):
 
     with pytest.raises(KeyEncryptionKeyError, match="32 bytes"):
         load_or_create_kek("c2hvcnQ", str(tmp_path))
+
+
+def test_trusted_proxy_gives_the_client_address_but_never_the_host(tmp_path):
+    from sso import create_app
+    from sso.bootstrap import prepare
+    from sso.db import db
+    from sso.models import AuditEvent
+    from tests.conftest import ISSUER, csrf_from, make_settings
+
+    app = create_app(make_settings(tmp_path, trusted_proxies=1))
+    prepare(app)
+    client = app.test_client()
+    forwarded = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Host": "evil.example", "Host": "evil.example"}
+    meta = client.get("/.well-known/openid-configuration", headers=forwarded).get_json()
+    assert meta["issuer"] == ISSUER and "evil" not in str(meta)
+    page = client.get("/login", headers=forwarded)
+    client.post("/login", data={"csrf_token": csrf_from(page.text), "username": "nobody", "password": "x" * 8}, headers=forwarded)
+    with app.app_context():
+        event = db.session.execute(db.select(AuditEvent).filter_by(event="login")).scalars().first()
+        assert event is not None and event.ip == "203.0.113.7"
