@@ -19,3 +19,7 @@ class ConsentForm(FlaskForm):
 
 class LogoutForm(FlaskForm):
     pass
+
+
+class ActionForm(FlaskForm):
+    """A button that changes something (revoke, remove): only the CSRF token."""
