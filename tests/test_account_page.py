@@ -41,10 +41,14 @@ def test_withdrawing_consent_revokes_that_portals_refresh_tokens(app, browser, c
     tokens = citizen_tokens(app, browser, client, portal)
     page = client.get("/account")
     assert f'data-client="{portal.client_id}"' in page.text
-    response = client.post("/account/consents/revoke", data={"csrf_token": csrf_from(page.text), "client_id": portal.client_id})
+    response = client.post(
+        "/account/consents/revoke", data={"csrf_token": csrf_from(page.text), "client_id": portal.client_id}
+    )
     assert response.status_code == 302
     assert db.session.execute(db.select(Consent)).scalars().all() == []
-    refreshed = client.post("/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, headers=basic(portal))
+    refreshed = client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, headers=basic(portal)
+    )
     assert refreshed.get_json()["error"] == "invalid_grant"
     # The next authorization asks for consent again.
     _, challenge = pkce_pair()
@@ -56,7 +60,9 @@ def test_revoking_another_session_keeps_this_one(app, browser, client, portal):
     citizen_tokens(app, browser, client, portal)
     other = app.test_client()
     page = other.get("/login")
-    other.post("/login", data={"csrf_token": csrf_from(page.text), "username": DEMO_CITIZEN.phone, "password": PASSWORD})
+    other.post(
+        "/login", data={"csrf_token": csrf_from(page.text), "username": DEMO_CITIZEN.phone, "password": PASSWORD}
+    )
     mine = client.get("/account?lang=en").text
     rows = dict(re.findall(r'data-sid="([^"]+)">\s*<strong>([^<]+)</strong>', mine))
     assert sorted(rows.values()) == ["Another browser", "This browser"]

@@ -8,7 +8,8 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 from flask_babel import gettext as _
 from werkzeug.routing import BuildError
 
-from .. import audit, session as browser_session
+from .. import audit
+from .. import session as browser_session
 from ..assurance import BY_ACR, current_level
 from ..db import db
 from ..errors import error_page
