@@ -43,7 +43,8 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
     if not isinstance(settings, Settings):
         settings = load_settings(overrides=settings or {})
 
-    app = Flask(__name__, instance_path=None)
+    # No app-level static route: it would shadow the pages blueprint's /static.
+    app = Flask(__name__, static_folder=None)
     logging.getLogger("sso").setLevel(settings.log_level.upper())
     kek = load_or_create_kek(settings.key_encryption_key, settings.instance_path)
     app.config.update(
