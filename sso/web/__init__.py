@@ -63,6 +63,7 @@ def init_app(app: Flask) -> None:
             response.set_cookie("lang", lang, max_age=365 * 24 * 3600, samesite="Lax", httponly=True)
         return response
 
+    from .account import bp as account_bp
     from .mfa import bp as mfa_bp
     from .register import bp as register_bp
     from .views import bp
@@ -70,3 +71,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.register_blueprint(register_bp)
     app.register_blueprint(mfa_bp)
+    app.register_blueprint(account_bp)
