@@ -17,9 +17,13 @@ from .models import Account, Client
 DEMO_USER = ("demo", "demo-password-2026", "演示用户")
 # Registry-verified citizens (from the mock population registry) and their passwords.
 DEMO_CITIZEN_PASSWORDS = {"张三": "Zhangsan-2026", "赵敏": "Zhaomin-2026"}
+# The example portals under examples/ (run by scripts/dev.sh): single sign-on and
+# single logout between two services, as a citizen sees it.
 DEMO_PORTALS = [
-    {"client_id": "demo-portal", "name": "示例门户 Demo portal", "port": 5001},
+    {"client_id": "tax-portal", "name": "电子税务局 Tax service", "port": 5001},
+    {"client_id": "social-portal", "name": "社会保障服务 Social-security service", "port": 5002},
 ]
+DEMO_PORTAL_SCOPE = "openid profile phone address cn_identity cn_legal_person"
 
 
 def prepare(app: Flask) -> dict[str, Any] | None:
@@ -53,32 +57,55 @@ def seed_demo(app: Flask) -> dict[str, Any]:
     if db.session.execute(db.select(Account).filter_by(username=username)).scalar_one_or_none() is None:
         create_account(username, password, name)
     citizens = seed_demo_citizens()
-    path = Path(settings.instance_path) / "demo-clients.json"
+    portals = seed_demo_portals(Path(settings.instance_path) / "demo-clients.json", settings.issuer)
+    return {"username": username, "password": password, "clients": portals, "citizens": citizens}
+
+
+def demo_registration(portal: dict[str, Any]) -> dict[str, Any]:
+    """What a demo portal is registered with: its URIs follow its port on 127.0.0.1."""
+    base = f"http://127.0.0.1:{portal['port']}"
+    return {
+        "name": portal["name"],
+        "redirect_uris": [base + "/callback"],
+        "post_logout_redirect_uris": [base + "/"],
+        "backchannel_logout_uri": base + "/backchannel-logout",
+        "scope": DEMO_PORTAL_SCOPE,
+    }
+
+
+def seed_demo_portals(path: Path, issuer: str) -> dict[str, dict[str, Any]]:
+    """Register DEMO_PORTALS; their secrets (and the issuer) go to ``path`` (0600) for the portals.
+
+    A portal registered by an earlier start keeps its secret; its registration is
+    brought up to date.  A registration whose secret was lost is made again.
+    Entries of ``path`` for other client ids are kept as they are.
+    """
     saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    portals: dict[str, dict[str, Any]] = {}
     for portal in DEMO_PORTALS:
         cid = portal["client_id"]
+        wanted = demo_registration(portal)
         exists = db.session.execute(db.select(Client).filter_by(client_id=cid)).scalar_one_or_none()
         if exists is not None and cid in saved:
-            continue
-        if exists is not None:
-            db.session.delete(exists)
-            db.session.commit()
-        base = f"http://127.0.0.1:{portal['port']}"
-        registration = clients.create_client(
-            name=portal["name"],
-            client_id=cid,
-            redirect_uris=[base + "/callback"],
-            post_logout_redirect_uris=[base + "/"],
-        )
-        saved[cid] = {
+            secret = saved[cid]["client_secret"]
+            if any(getattr(exists, field) != value for field, value in wanted.items()):
+                clients.update_client(cid, **wanted)
+        else:
+            if exists is not None:
+                db.session.delete(exists)
+                db.session.commit()
+            secret = clients.create_client(client_id=cid, **wanted).client_secret
+        portals[cid] = saved[cid] = {
             "client_id": cid,
-            "client_secret": registration.client_secret,
-            "base_url": base,
+            "client_secret": secret,
+            "name": portal["name"],
+            "base_url": f"http://127.0.0.1:{portal['port']}",
+            "issuer": issuer,
         }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump(saved, fh, indent=2)
-    return {"username": username, "password": password, "clients": saved, "citizens": citizens}
+        json.dump(saved, fh, indent=2, ensure_ascii=False)
+    return portals
 
 
 def seed_demo_citizens() -> list[dict[str, str]]:

@@ -149,16 +149,36 @@ def demo(ctx: click.Context, port: int, instance: str | None) -> None:
             f" / {citizen['password']}"
         )
     click.echo(f"  Demo account: {demo_data['username']} / {demo_data['password']}  (local, self-asserted)")
-    for client in demo_data["clients"].values():
-        click.echo(
-            f"  Demo portal:  client_id={client['client_id']}"
-            f" redirect_uri={client['base_url']}/callback"
-            f" (secret in {Path(instance) / 'demo-clients.json'})"
-        )
+    portals = list(demo_data["clients"].values())
+    for client in portals:
+        click.echo(f"  Demo portal:  {client['base_url']}  {client['name']}  (client_id={client['client_id']})")
+    click.echo(f"                secrets in {Path(instance) / 'demo-clients.json'}; ./scripts/dev.sh runs the portals")
+    click.echo("                (examples/tax_portal/app.py, examples/social_portal/app.py)")
+    click.echo("")
+    for line in _demo_journey(portals, demo_data.get("citizens", []), demo_data):
+        click.echo(line)
     click.echo("  Stop with Ctrl+C.")
     click.echo("")
     app.extensions["sso_notifier"].start()  # back-channel logouts, session expiry
     app.run(host="127.0.0.1", port=port, threaded=True, use_reloader=False)
+
+
+def _demo_journey(portals: list[dict[str, Any]], citizens: list[dict[str, str]], demo: dict[str, Any]) -> list[str]:
+    """Single sign-on and single logout across the two demo portals, step by step."""
+    if len(portals) < 2:
+        return []
+    first, second = portals[0], portals[1]
+    if citizens:
+        who, login = citizens[0]["name"], f"{citizens[0]['id_number']} / {citizens[0]['password']}"
+    else:
+        who, login = demo["username"], f"{demo['username']} / {demo['password']}"
+    return [
+        "  Try single sign-on:",
+        f"    1. Open {first['base_url']} ({first['name']}) and sign in as {who}: {login}",
+        f"    2. Open {second['base_url']} ({second['name']}): signed in as {who}"
+        " without signing in again (agree once to what it may see)",
+        f"    3. Sign out there, reload {first['base_url']}: signed out too (back-channel logout)",
+    ]
 
 
 # ---- database ------------------------------------------------------------------------

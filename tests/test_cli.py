@@ -29,10 +29,10 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from sso import create_app
-from sso.bootstrap import DEMO_USER, prepare
+from sso.bootstrap import DEMO_CITIZEN_PASSWORDS, DEMO_USER, prepare
 from sso.cli import main
 from sso.config import Settings, load_settings
-from sso.connectors.demo_data import DEMO_ENTERPRISES, DEMO_PEOPLE
+from sso.connectors.demo_data import DEMO_CITIZEN, DEMO_ENTERPRISES, DEMO_PEOPLE
 from tests.conftest import PASSWORD, REDIRECT, USERNAME, Browser, Portal, basic, redeem
 
 ISSUER = "http://127.0.0.1:5000"
@@ -915,14 +915,18 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return calls
 
 
-def test_demo_seeds_an_account_and_a_portal(cli: Cli, tmp_path: Path, no_server: list[dict[str, Any]]) -> None:
+def test_demo_seeds_an_account_and_the_two_portals(cli: Cli, tmp_path: Path, no_server: list[dict[str, Any]]) -> None:
     out = cli("demo", "--port", "5099").stdout
     username, password, _ = DEMO_USER
     assert "http://127.0.0.1:5099" in out
     assert "http://127.0.0.1:5099/.well-known/openid-configuration" in out
     assert f"Demo account: {username} / {password}" in out
-    assert "client_id=demo-portal" in out and "redirect_uri=http://127.0.0.1:5001/callback" in out
+    assert "client_id=tax-portal" in out and "client_id=social-portal" in out
     assert str(tmp_path / "demo-clients.json") in out
+    # The journey: sign in at the tax portal as 张三, then the social-security portal, then sign out.
+    journey = out[out.index("Try single sign-on"):]
+    assert journey.index("http://127.0.0.1:5001") < journey.index("http://127.0.0.1:5002")
+    assert f"张三: {DEMO_CITIZEN.id_number} / {DEMO_CITIZEN_PASSWORDS['张三']}" in journey
     assert no_server == [
         {
             "issuer": "http://127.0.0.1:5099",
@@ -942,19 +946,45 @@ def test_demo_seeds_an_account_and_a_portal(cli: Cli, tmp_path: Path, no_server:
 
     saved_path = tmp_path / "demo-clients.json"
     assert stat.S_IMODE(saved_path.stat().st_mode) == 0o600
-    saved = json.loads(saved_path.read_text())["demo-portal"]
-    assert saved["client_secret"] not in out  # on disk, not on the screen
+    saved = json.loads(saved_path.read_text())
+    assert set(saved) == {"tax-portal", "social-portal"}
+    for entry in saved.values():
+        assert entry["client_secret"] not in out  # on disk, not on the screen
+        assert entry["issuer"] == "http://127.0.0.1:5099"  # the portals find the gateway here
 
-    # Idempotent: a second start keeps the same portal secret.
+    # Idempotent: a second start keeps the same portal secrets; a new port moves the issuer only.
     cli("demo", "--port", "5099")
-    assert json.loads(saved_path.read_text())["demo-portal"] == saved
+    assert json.loads(saved_path.read_text()) == saved
+    cli("demo", "--port", "5098")
+    moved = json.loads(saved_path.read_text())
+    assert {k: v["client_secret"] for k, v in moved.items()} == {k: v["client_secret"] for k, v in saved.items()}
+    assert moved["tax-portal"]["issuer"] == "http://127.0.0.1:5098"
 
     client = cli.app().test_client()
-    demo = Portal("demo-portal", saved["client_secret"], "http://127.0.0.1:5001/callback")
-    # The demo portal is a code-flow client: the secret authenticates (no client_credentials grant).
-    response = client.post("/token", data={"grant_type": "client_credentials"}, headers=basic(demo))
-    assert response.get_json()["error"] == "unauthorized_client"
-    assert cli.json("clients", "show", "demo-portal")["redirect_uris"] == [demo.redirect_uri]
+    for cid, port in (("tax-portal", 5001), ("social-portal", 5002)):
+        base = f"http://127.0.0.1:{port}"
+        portal = Portal(cid, saved[cid]["client_secret"], base + "/callback")
+        # A code-flow client: the secret authenticates (no client_credentials grant).
+        response = client.post("/token", data={"grant_type": "client_credentials"}, headers=basic(portal))
+        assert response.get_json()["error"] == "unauthorized_client"
+        shown = cli.json("clients", "show", cid)
+        assert shown["redirect_uris"] == [base + "/callback"]
+        assert shown["post_logout_redirect_uris"] == [base + "/"]
+        assert shown["backchannel_logout_uri"] == base + "/backchannel-logout"
+        assert shown["scope"] == "openid profile phone address cn_identity cn_legal_person"
+
+
+def test_demo_brings_an_older_portal_registration_up_to_date(
+    cli: Cli, tmp_path: Path, no_server: list[dict[str, Any]]
+) -> None:
+    cli("demo")
+    secret = json.loads((tmp_path / "demo-clients.json").read_text())["tax-portal"]["client_secret"]
+    cli("clients", "update", "tax-portal", "--backchannel-logout-uri", "", "--scope", "openid")
+    cli("demo")
+    shown = cli.json("clients", "show", "tax-portal")
+    assert shown["backchannel_logout_uri"] == "http://127.0.0.1:5001/backchannel-logout"
+    assert "cn_legal_person" in shown["scope"].split()
+    assert json.loads((tmp_path / "demo-clients.json").read_text())["tax-portal"]["client_secret"] == secret
 
 
 def test_serve_runs_with_the_configured_issuer(cli: Cli, no_server: list[dict[str, Any]]) -> None:
