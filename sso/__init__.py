@@ -34,7 +34,7 @@ class Gateway:
 
 
 def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
-    from . import audit, db as db_module, errors, keys, logout, security
+    from . import audit, db as db_module, errors, keys, logout, logs, ops, security
     from .connectors import build_connectors
     from .crypto import IdNumberVault, SecretBox, SecretHasher, derive_key, load_or_create_kek
     from .sms import OutboxSender
@@ -45,12 +45,16 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
 
     # No app-level static route: it would shadow the pages blueprint's /static.
     app = Flask(__name__, static_folder=None)
+    engine_options: dict[str, Any] = {"pool_pre_ping": True}
+    if settings.resolved_database_url.startswith("postgresql"):
+        # An unreachable database host fails a request in seconds (503), not minutes.
+        engine_options["connect_args"] = {"connect_timeout": 5}
     logging.getLogger("sso").setLevel(settings.log_level.upper())
     kek = load_or_create_kek(settings.key_encryption_key, settings.instance_path)
     app.config.update(
         SECRET_KEY=derive_key(kek, "sso flask secret"),
         SQLALCHEMY_DATABASE_URI=settings.resolved_database_url,
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         # Forms are short-lived; CSRF tokens follow the login page's own lifetime.
         WTF_CSRF_TIME_LIMIT=3600,
@@ -88,6 +92,8 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=0, x_host=0)  # type: ignore[method-assign]
 
     errors.register_error_handlers(app)
+    logs.init_app(app)  # request ids, access lines, request metrics
+    ops.init_app(app)  # /healthz, /readyz, /metrics
     security.init_app(app)
     audit.init_app(app)
     logout.init_app(app)  # the background notifier; started by the serving command

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask, has_request_context, request
 
+from . import metrics
 from .db import db
 from .models import AuditEvent
 
@@ -33,6 +34,8 @@ def record(
     if commit:
         db.session.commit()
     log.info("audit %s outcome=%s actor=%s client=%s", event, outcome, actor, client_id)
+    if event == "login":
+        metrics.login(outcome, detail.get("connector"))
 
 
 def init_app(app: Flask) -> None:

@@ -107,14 +107,97 @@ def main(ctx: click.Context, config: str | None) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
+@click.option(
+    "--production",
+    is_flag=True,
+    help="Serve with gunicorn: several worker processes, worker timeouts, graceful restarts (HUP).",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="With --production: processes (default: one per core)."
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="With --production: threads per worker (default: 4)."
+)
+@click.option(
+    "--timeout",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="With --production: seconds before a worker that stopped answering is killed and replaced.",
+)
+@click.option(
+    "--allow-embedded",
+    is_flag=True,
+    help="With --production: accept SQLite and the in-process store (one worker, one machine).",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int) -> None:
-    """Run the gateway (threaded development server)."""
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    production: bool,
+    workers: int | None,
+    threads: int | None,
+    timeout: int,
+    allow_embedded: bool,
+) -> None:
+    """Run the gateway: Flask's threaded server, or gunicorn with --production."""
+    from . import logs
+
+    if production:
+        _serve_production(ctx, host, port, workers, threads, timeout, allow_embedded)
+        return
+    if workers is not None or threads is not None or allow_embedded:
+        _fail("--workers, --threads and --allow-embedded apply only with --production")
     app = build_app(ctx)
+    settings = app.extensions["sso"].settings
+    logs.configure(settings.log_format, settings.log_level)
     prepare_app(app)
-    click.echo(f"Gateway at {app.extensions['sso'].settings.issuer}")
+    click.echo(f"Gateway at {settings.issuer}")
     app.extensions["sso_notifier"].start()  # back-channel logouts, session expiry
     app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+def _serve_production(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    workers: int | None,
+    threads: int | None,
+    timeout: int,
+    allow_embedded: bool,
+) -> None:
+    import logging
+
+    from . import logs, server
+
+    # Configuration and backend problems together, in one message.
+    try:
+        settings = load_settings(ctx.obj.get("config"))
+        problems = server.embedded_problems(settings, workers, allow_embedded)
+    except ConfigError as exc:
+        problems = exc.problems
+    if problems:
+        _fail(str(ConfigError(problems)))
+    if workers is None:
+        workers = 1 if allow_embedded and not settings.redis_url else server.default_workers()
+    with server.multiprocess_metrics_dir():  # before anything imports prometheus_client
+        app = build_app(ctx)
+        logs.configure(settings.log_format, settings.log_level)
+        prepare_app(app)
+        # The workers build their own apps: no pooled connection crosses the fork.
+        from .db import db
+
+        with app.app_context():
+            db.engine.dispose()
+        close = getattr(app.extensions["sso"].store, "close", None)
+        if close is not None:
+            close()
+        threads = threads or server.DEFAULT_THREADS
+        logging.getLogger("sso.server").info(
+            "gateway at %s: gunicorn, %d worker(s) x %d threads", settings.issuer, workers, threads
+        )
+        server.run(settings, host=host, port=port, workers=workers, threads=threads, timeout=timeout)
 
 
 @main.command()

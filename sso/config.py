@@ -66,6 +66,12 @@ class Settings:
     log_level: str = "INFO"
     # Largest accepted request body (bytes); larger requests get a clear 413.
     max_request_bytes: int = 64 * 1024
+    # Log lines: "json" (one object per line, for log collectors) or "text".
+    log_format: str = "json"
+    # Serve Prometheus metrics at /metrics (404 otherwise).
+    metrics_enabled: bool = False
+    # When set, /metrics requires "Authorization: Bearer <metrics_token>".
+    metrics_token: str = ""
     # Identity connectors ([[connectors]] tables; SSO_CONNECTORS as JSON). Empty:
     # the gateway's accounts plus the mock population and enterprise registries.
     connectors: list[dict[str, Any]] = field(default_factory=list)
@@ -222,6 +228,10 @@ def validate(settings: Settings) -> list[str]:
         problems.extend(validate_connector_configs(settings.connectors))
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append("log_level must be DEBUG, INFO, WARNING or ERROR")
+    if settings.log_format not in ("json", "text"):
+        problems.append("log_format must be json or text")
+    if settings.metrics_token and len(settings.metrics_token) < 16:
+        problems.append("metrics_token must be at least 16 characters (or empty)")
     return problems
 
 

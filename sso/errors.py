@@ -22,7 +22,9 @@ from .storage import StoreUnavailable
 log = logging.getLogger("sso.errors")
 
 # Paths whose clients are programs: they get JSON, never an HTML page.
-API_PREFIXES = ("/token", "/introspect", "/revoke", "/userinfo", "/jwks", "/.well-known", "/readyz")
+API_PREFIXES = (
+    "/token", "/introspect", "/revoke", "/userinfo", "/jwks", "/.well-known", "/readyz", "/healthz", "/metrics",
+)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

@@ -13,6 +13,7 @@ waits on a slow portal, and failures are recorded.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import urllib.error
 import urllib.parse
@@ -22,7 +23,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from . import audit
+from . import audit, metrics
 from .db import db
 from .models import Account, Client, Grant, LogoutDelivery, SessionRecord, utcnow
 
@@ -143,6 +144,7 @@ def deliver_due(limit: int = 50) -> int:
             delay = RETRY_DELAYS[min(delivery.attempts - 1, len(RETRY_DELAYS) - 1)]
             delivery.next_attempt_at, delivery.last_error = utcnow() + timedelta(seconds=delay), detail
         db.session.commit()
+        metrics.logout_delivery("retry" if delivery.status == "pending" else delivery.status)
         log.info("back-channel logout client=%s attempt=%d %s", client.client_id, delivery.attempts, detail)
     return attempted
 
@@ -179,9 +181,14 @@ class Notifier:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pid = 0
 
     def start(self) -> None:
-        if self._thread is None:
+        # Threads do not survive fork(): a thread started in a pre-fork parent is
+        # not running in its workers, so each process starts its own.
+        if self._thread is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="sso-notifier", daemon=True)
             self._thread.start()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import current_app
 
+from .. import metrics
 from ..claims import legal_person_claim
 from ..crypto import new_token, token_hash
 from ..db import db
@@ -171,6 +172,7 @@ def make_token_generator():  # type: ignore[no-untyped-def]
                 # RFC 6749 §6: a rotated refresh token keeps the grant's full scope,
                 # even when this access token was asked for less.
                 token["refresh_token"] = issue_refresh_token(grant, client, grant.scope)
+        metrics.token_issued(grant_type, client.client_id)
         return token
 
     return generate

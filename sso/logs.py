@@ -1,0 +1,227 @@
+"""Structured logs: one JSON object per line, a request id on every line, no secrets.
+
+* ``RequestIds``: every request gets an id — a well-formed incoming ``X-Request-Id``
+  (1 to 64 of ``A-Z a-z 0-9 -``, as set by a load balancer) or a new random one —
+  echoed in the response, attached to each log line written while serving it, and
+  closed by one access line (method, endpoint, status, duration_ms).  The access
+  line names the Flask endpoint, never the raw path or query string, which may
+  carry codes and tokens.
+* ``JsonFormatter``: ts, level, logger, message, request_id, method, endpoint,
+  status, duration_ms (and ``exception`` with the traceback when there is one).
+* ``RedactingFilter``, on the handler so it covers every logger (ours, Flask's,
+  Werkzeug's, the WSGI server's): masks anything shaped like a resident identity
+  number or a unified social credit code, and replaces the value of
+  Authorization headers, Bearer/Basic credentials, JWTs, and any
+  ``password``/``secret``/``token``/``code``/``assertion``/``verifier``/``otp``
+  field (``key=value``, ``key: value``, ``"key": "value"``) by ``[redacted]``.
+  Callers already avoid logging such values (audit.py); this is the net under
+  them, not a licence to log request bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+# Endpoints a load balancer or Prometheus polls every few seconds: their access
+# lines are DEBUG, so INFO logs show traffic rather than probes.
+QUIET_ENDPOINTS = frozenset({"ops.healthz", "ops.readyz", "ops.metrics"})
+
+log = logging.getLogger("sso.access")
+
+
+# ---- redaction ---------------------------------------------------------------------
+
+# 18-character resident identity numbers (last character a digit or X), the old
+# 15-digit ones, and 18-character unified social credit codes (GB 32100: no I, O,
+# S, V, Z).  Bounded by non-alphanumerics so longer runs (hashes, ids) are not cut.
+_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])(?:\d{17}[0-9Xx]|\d{15})(?![0-9A-Za-z])")
+_CREDIT_CODE = re.compile(r"(?<![0-9A-Za-z])[0-9A-HJ-NP-RTUWXY]{2}\d{6}[0-9A-HJ-NP-RTUWXY]{10}(?![0-9A-Za-z])")
+_CREDENTIAL = re.compile(r"(?i)\b(Bearer|Basic|DPoP)(\s+)[A-Za-z0-9._~+/=-]+")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+_SENSITIVE = r"[\w-]*(?:authorization|password|passwd|secret|token|assertion|verifier|otp|cookie|code)"
+# key=value, key: value, "key": "value", 'key': 'value'
+_SENSITIVE_FIELD = re.compile(
+    rf"""(?ix) (["']?{_SENSITIVE}["']?) (\s*[:=]\s*) (["']?) (?!\[redacted\]) [^\s&"',;)}}\]]+ """
+)
+# ('key', 'value'): the repr of a form or header list
+_SENSITIVE_PAIR = re.compile(rf"""(?i)(["']{_SENSITIVE}["']\s*,\s*)(["'])[^"']*\2""")
+
+
+def _mask_number(match: re.Match[str]) -> str:
+    from .identifiers import mask_credit_code, mask_resident_id
+
+    text = match.group(0)
+    return mask_resident_id(text) if text[:17].isdigit() else mask_credit_code(text)
+
+
+def redact(text: str) -> str:
+    """``text`` with identity numbers and credit codes masked and credentials removed."""
+    text = _CREDENTIAL.sub(r"\1\2[redacted]", text)
+    text = _JWT.sub("[redacted-jwt]", text)
+    text = _SENSITIVE_PAIR.sub(r"\1\2[redacted]\2", text)
+    text = _SENSITIVE_FIELD.sub(r"\1\2\3[redacted]", text)
+    text = _ID_NUMBER.sub(_mask_number, text)
+    return _CREDIT_CODE.sub(_mask_number, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record's message (and traceback) through :func:`redact`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string must not lose the record
+            message = str(record.msg)
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+# ---- formatting ----------------------------------------------------------------------
+
+_CONTEXT_FIELDS = ("request_id", "method", "endpoint", "status", "duration_ms")
+
+
+def _request_context() -> dict[str, Any]:
+    if not has_request_context():
+        return {}
+    return {
+        "request_id": g.get("request_id"),
+        "method": request.method,
+        "endpoint": request.endpoint or "none",
+    }
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; non-ASCII text kept readable (Chinese names)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(_request_context())
+        for name in _CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines for development, with the request id when there is one."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        rid = getattr(record, "request_id", None) or _request_context().get("request_id")
+        return f"{line} [{rid}]" if rid else line
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (a test runner may swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def make_handler(fmt: str = "json", stream: Any = None) -> logging.Handler:
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RedactingFilter())
+    handler.set_name("sso")
+    return handler
+
+
+def configure(fmt: str = "json", level: str = "INFO", stream: Any = None) -> logging.Handler:
+    """Send every logger's records through one redacting handler on the root logger.
+
+    Called once per serving process (``sso serve``, ``sso.wsgi``); replaces any
+    handler this function installed before, and leaves other handlers alone.
+    """
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "sso"]:
+        root.removeHandler(old)
+    handler = make_handler(fmt, stream)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("sso").setLevel(level.upper())
+    # Werkzeug's development server writes its own request lines (with query strings):
+    # ours replace them.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    return handler
+
+
+# ---- request ids and access lines ------------------------------------------------------
+
+
+def request_id_from(value: str | None) -> str:
+    if value and _REQUEST_ID.fullmatch(value):
+        return value
+    return secrets.token_hex(16)
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        rid = g.get("request_id")
+        if rid is None:  # a request that failed before before_request ran
+            rid = g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        response.headers[REQUEST_ID_HEADER] = rid
+        started = g.get("request_started")
+        duration = time.perf_counter() - started if started is not None else 0.0
+        endpoint = request.endpoint or "none"
+        from . import metrics
+
+        try:
+            metrics.observe_request(endpoint, request.method, response.status_code, duration)
+        except Exception:  # noqa: BLE001 - metrics must never fail a request
+            log.exception("could not record request metrics")
+        level = logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO
+        log.log(
+            level,
+            "%s %s %d",
+            request.method,
+            endpoint,
+            response.status_code,
+            extra={"status": response.status_code, "duration_ms": round(duration * 1000, 2)},
+        )
+        return response
