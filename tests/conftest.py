@@ -219,3 +219,29 @@ def expected_sub(portal: Portal, account: Any) -> str:
     from sso.clients import get_client
 
     return subject_for(get_client(portal.client_id), account)
+
+
+def form_fields(html: str, form_id: str) -> dict[str, str]:
+    """The named inputs (hidden ones included) of form#form_id, as a browser would submit them."""
+    from html.parser import HTMLParser
+
+    class Parser(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inside = False
+            self.fields: dict[str, str] = {}
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if tag == "form":
+                self.inside = a.get("id") == form_id
+            elif self.inside and tag == "input" and a.get("name") and a.get("type") != "submit":
+                self.fields[a["name"] or ""] = a.get("value") or ""
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "form":
+                self.inside = False
+
+    parser = Parser()
+    parser.feed(html)
+    return parser.fields

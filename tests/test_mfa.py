@@ -18,7 +18,7 @@ from sso.accounts import register_citizen, verify_real_name
 from sso.connectors.demo_data import DEMO_CITIZEN
 from sso.db import db
 from sso.models import Account, AuditEvent, RecoveryCode
-from tests.conftest import PASSWORD, USERNAME, csrf_from, interaction_from, pkce_pair, query_of, redeem
+from tests.conftest import PASSWORD, USERNAME, csrf_from, form_fields, interaction_from, pkce_pair, query_of, redeem
 from tests.tokens_util import verify
 
 CITIZEN_PASSWORD = "Zhang-San-2026"
@@ -104,18 +104,11 @@ def submit_code(client: Any, location: str, code: str, method: str | None = None
 
 
 def send_sms(client: Any, location: str) -> Any:
+    """Press the page's own "send code" button: the form's fields as the page renders them."""
     page = client.get(location)
-    query = query_of(location)
-    return client.post(
-        "/mfa/challenge",
-        data={
-            "csrf_token": csrf_from(page.text),
-            "interaction": query.get("interaction", ""),
-            "next": query.get("next", ""),
-            "method": "sms",
-            "action": "send",
-        },
-    )
+    fields = form_fields(page.text, "sms-send-form")
+    assert fields.get("csrf_token"), "the send form has no CSRF token"
+    return client.post("/mfa/challenge", data={**fields, "action": "send"})
 
 
 def last_sms_code(app: Any, phone: str = PHONE) -> str:
@@ -478,8 +471,12 @@ def test_the_authenticator_replaces_sms_on_the_challenge(app, client, citizen, c
     location = sms_challenge(client, portal)
     page = client.get(location)
     assert 'value="totp"' in page.text and "138****8000" not in page.text
-    # SMS is not a way around the authenticator once it is set up.
-    refused = send_sms(client, location)
+    # SMS is not a way around the authenticator once it is set up, even for a forged request.
+    query = query_of(location)
+    refused = client.post(
+        "/mfa/challenge",
+        data={"csrf_token": csrf_from(page.text), "interaction": query.get("interaction", ""), "method": "sms", "action": "send"},
+    )
     assert refused.status_code == 400 and not app.extensions["sso"].sms.messages(PHONE)
 
 
