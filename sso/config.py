@@ -225,7 +225,7 @@ def validate(settings: Settings) -> list[str]:
     if settings.connectors:
         from .connectors import validate_connector_configs
 
-        problems.extend(validate_connector_configs(settings.connectors))
+        problems.extend(validate_connector_configs(settings.connectors, settings.instance_path))
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append("log_level must be DEBUG, INFO, WARNING or ERROR")
     if settings.log_format not in ("json", "text"):

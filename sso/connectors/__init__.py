@@ -101,7 +101,7 @@ class Connectors:
         return iter(self._by_id.values())
 
 
-def validate_connector_configs(entries: list[Any]) -> list[str]:
+def validate_connector_configs(entries: list[Any], instance_path: str = "") -> list[str]:
     """Every problem with the [[connectors]] entries (reported by config validation)."""
     problems: list[str] = []
     seen: set[str] = set()
@@ -126,10 +126,20 @@ def validate_connector_configs(entries: list[Any]) -> list[str]:
         type_name = entry.get("type")
         if isinstance(type_name, str) and type_name:
             try:
-                resolve_type(type_name)
+                cls = resolve_type(type_name)
             except (KeyError, ImportError, AttributeError, ValueError):
                 known = ", ".join(sorted(CONNECTOR_TYPES))
                 problems.append(f"{where}: unknown type {type_name!r} (known: {known}, or module:Class)")
+                continue
+            if not callable(getattr(cls, "from_config", None)):
+                problems.append(f"{where}: {type_name!r} is not a connector class (it has no from_config)")
+                continue
+            # A connector may check its own settings table, so start-up reports
+            # those problems together with every other configuration problem.
+            check = getattr(cls, "check_settings", None)
+            settings = entry.get("settings", {})
+            if callable(check) and isinstance(settings, dict):
+                problems.extend(f"{where}: {problem}" for problem in check(settings, instance_path))
     return problems
 
 

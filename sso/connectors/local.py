@@ -21,7 +21,17 @@ PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 _DUMMY_HASH = PASSWORDS.hash("not-a-real-password")
 
 
-def identity_of(account: Account) -> Identity:
+def _encodable(*values: str) -> bool:
+    """Lone surrogates cannot be hashed or looked up: such input is simply not a login."""
+    try:
+        for value in values:
+            value.encode("utf-8")
+    except (UnicodeEncodeError, AttributeError):
+        return False
+    return True
+
+
+def identity_of(account: Account, connector_id: str | None = None) -> Identity:
     attributes = {}
     if account.verified_at is not None:
         source = account.verification_source or "population-registry"
@@ -31,7 +41,9 @@ def identity_of(account: Account) -> Identity:
             if value is not None
         }
     return Identity(
-        connector_id=account.connector_id,
+        # The connector that vouched for this login; the account row keeps where
+        # its identity was verified (verification_source) separately.
+        connector_id=connector_id or account.connector_id,
         subject=account.id,
         display_name=account.display_name,
         principal="natural",
@@ -54,6 +66,8 @@ class LocalAccounts:
     def login(self, username: str, password: str) -> Identity | None:
         from ..accounts import find_by_login_name
 
+        if not _encodable(username, password):
+            return None
         account = find_by_login_name(username)
         if account is not None and account.status != "active":
             account = None
@@ -68,11 +82,13 @@ class LocalAccounts:
             # Parameters changed since this hash was made: upgrade it now.
             account.password_hash = PASSWORDS.hash(password)
             db.session.commit()
-        return identity_of(account)
+        return identity_of(account, self.id)
 
     def lookup(self, subject: str) -> Identity | None:
+        if not _encodable(subject) or len(subject) > 64:
+            return None
         account = db.session.get(Account, subject)
-        return identity_of(account) if account and account.status == "active" else None
+        return identity_of(account, self.id) if account and account.status == "active" else None
 
 
 def create_account(username: str, password: str, display_name: str) -> Account:

@@ -58,6 +58,8 @@ def seed_demo_registry(url: str) -> None:
         Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
     with engine.begin() as conn:
         for statement in SCHEMA:
+            if engine.dialect.name != "sqlite":
+                statement = statement.replace(" WITHOUT ROWID", "")  # a SQLite storage option
             conn.execute(text(statement))
         for person in demo_data.DEMO_PEOPLE:
             conn.execute(

@@ -81,12 +81,6 @@ class Harness:
 
 # ---- the gateway's own accounts ---------------------------------------------------------------
 
-_SURROGATE_GAP = (
-    UnicodeEncodeError,
-    "sso/connectors/local.py passes lone surrogates to SQLite and argon2, which raise UnicodeEncodeError",
-)
-
-
 @contextmanager
 def _gateway_app(tmp_path: Path) -> Iterator[Any]:
     from sso import create_app
@@ -108,10 +102,6 @@ class LocalAccountsHarness(Harness):
     variant = "local"
     capabilities = (PasswordLogin,)
     username, password = "conformance-user", "a long enough passphrase 1"
-    known_gaps = {
-        "test_login_garbage_is_none[surrogates]": _SURROGATE_GAP,
-        "test_lookup_garbage_is_none[surrogates]": _SURROGATE_GAP,
-    }
 
     @contextmanager
     def build(self, tmp_path: Path) -> Iterator[Any]:
@@ -130,14 +120,6 @@ class RegisteredCitizenHarness(LocalAccountsHarness):
 
     variant = "registered-citizen"
     username, password = DEMO_CITIZEN.id_number, "a long enough passphrase 2"
-    known_gaps = {
-        **LocalAccountsHarness.known_gaps,
-        "test_login_valid_credentials": (
-            AssertionError,
-            "sso/connectors/local.py identity_of() copies Account.connector_id ('population-registry' for "
-            "registered citizens) instead of the id of the connector that checked the password",
-        ),
-    }
 
     def prepare_account(self, app: Any) -> None:
         from sso.accounts import register_citizen, verify_real_name
