@@ -594,8 +594,9 @@ def accounts() -> None:
 @click.option("--username", required=True)
 @click.option("--name", "display_name", required=True)
 @click.password_option()
+@click.option("--admin", is_flag=True, help="A gateway administrator (may see /admin/stats).")
 @with_app
-def accounts_create(username: str, display_name: str, password: str) -> None:
+def accounts_create(username: str, display_name: str, password: str, admin: bool) -> None:
     """Create a local account."""
     from .connectors.local import create_account
     from .db import db
@@ -610,7 +611,121 @@ def accounts_create(username: str, display_name: str, password: str) -> None:
     if db.session.execute(db.select(Account).filter_by(username=username)).scalar_one_or_none():
         _fail(f"username {username} is taken")
     account = create_account(username, password, display_name)
-    click.echo(f"account {account.username} created")
+    if admin:
+        _make_admin(account)
+    click.echo(f"account {account.username} created" + (" (administrator)" if admin else ""))
+
+
+def _make_admin(account: Any) -> None:
+    from . import audit
+    from .db import db
+
+    account.is_admin = True
+    audit.record("account.admin_granted", commit=False, account=account.id, via="cli")
+    db.session.commit()
+
+
+@accounts.command("grant-admin")
+@click.argument("login")
+@with_app
+def accounts_grant_admin(login: str) -> None:
+    """Make the account with this username or phone number an administrator."""
+    from .db import db
+    from .models import Account
+
+    account = None
+    if 1 <= len(login) <= 64:
+        account = db.session.execute(db.select(Account).filter_by(username=login)).scalar_one_or_none()
+        if account is None:
+            account = db.session.execute(db.select(Account).filter_by(phone=login)).scalar_one_or_none()
+    if account is None:
+        _fail(f"no account with username or phone {login}", 1)
+    if account.is_admin:
+        click.echo(f"account {login} is already an administrator")
+        return
+    _make_admin(account)
+    click.echo(f"account {login} is now an administrator")
+
+
+# ---- audit trail and statistics -----------------------------------------------------------
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The audit trail: verify its hash chain, export events."""
+
+
+@audit_group.command("verify")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def audit_verify(as_json: bool) -> None:
+    """Recompute the hash chain; exit 1 naming the first broken row."""
+    from .audit_chain import verify
+    from .db import db
+
+    result = verify(db.session)
+    if result.ok:
+        text = f"OK: {result.count} events, chain intact (head {result.head_seq} {result.head_hash})"
+        _emit(result.to_json(), as_json, text)
+        return
+    broken = result.broken
+    assert broken is not None
+    where = f"row {broken.row_id}" if broken.row_id is not None else "chain head"
+    _emit(
+        result.to_json(),
+        as_json,
+        f"BROKEN at {where} ({broken.kind}): {broken.message}\n{result.count} events intact before it",
+    )
+    sys.exit(1)
+
+
+def _iso_utc(value: str | None, option: str) -> Any:
+    """An ISO 8601 date or time as naive UTC (a time without an offset is taken as UTC)."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"{option} must be an ISO 8601 date or time, e.g. 2026-05-01 or 2026-05-01T08:00:00+08:00")
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+@audit_group.command("export")
+@click.option("--since", default=None, help="From this ISO time on (inclusive; no offset means UTC).")
+@click.option("--until", default=None, help="Before this ISO time (exclusive; no offset means UTC).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="File to write (default: stdout).")
+@with_app
+def audit_export(since: str | None, until: str | None, out: str | None) -> None:
+    """Write audit events as JSON lines, one event per line, with their hashes."""
+    from .audit_chain import export
+    from .db import db
+
+    start, end = _iso_utc(since, "--since"), _iso_utc(until, "--until")
+    if out is None:
+        export(db.session, sys.stdout, start, end)
+        return
+    try:
+        with open(out, "w", encoding="utf-8") as fh:
+            count = export(db.session, fh, start, end)
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc}")
+    click.echo(f"{count} events written to {out}", err=True)
+
+
+@main.command("stats")
+@click.option("--days", type=click.IntRange(1, 366), default=14, show_default=True, help="Days back, today included.")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def stats_command(days: int, as_json: bool) -> None:
+    """Sign-ins per portal per day, by principal type and assurance level; sessions; consents."""
+    from .stats import as_text, compute
+
+    result = compute(days)
+    _emit(result.to_json(), as_json, as_text(result))
 
 
 if __name__ == "__main__":  # pragma: no cover

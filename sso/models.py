@@ -125,6 +125,8 @@ class Account(db.Model):  # type: ignore[name-defined]
     # once-only rule — a portal never asks again for what the registry confirmed.
     verified_attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(20), default="active")
+    # Gateway administrator: may see the statistics pages (granted by the CLI only).
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -283,11 +285,17 @@ class SigningKey(db.Model):  # type: ignore[name-defined]
 
 
 class AuditEvent(db.Model):  # type: ignore[name-defined]
-    """An append-only record of security-relevant events (no secrets, masked identifiers)."""
+    """An append-only, hash-chained record of security-relevant events (no secrets, masked identifiers).
+
+    Rows are written only by ``sso.audit.record`` (through ``sso.audit_chain.append``):
+    ``id`` is the chain position (1, 2, 3 ... without gaps), ``prev_hash`` the
+    ``row_hash`` of the row before, ``row_hash`` the SHA-256 of the row's canonical form.
+    """
 
     __tablename__ = "audit_events"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Assigned from audit_chain_head under its lock, never by a sequence: a gap is a deleted row.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     event: Mapped[str] = mapped_column(String(60), index=True)
     outcome: Mapped[str] = mapped_column(String(20), default="success")
@@ -295,6 +303,22 @@ class AuditEvent(db.Model):  # type: ignore[name-defined]
     client_id: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHead(db.Model):  # type: ignore[name-defined]
+    """The single row (id 1) naming the audit chain's last position and hash.
+
+    Every append updates it first, so appends from any thread or process are
+    serialised on it: the row lock on PostgreSQL, the write lock on SQLite.
+    """
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
 
 
 class SessionRecord(db.Model):  # type: ignore[name-defined]

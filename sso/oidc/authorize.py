@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
@@ -19,7 +20,7 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedRespon
 from authlib.oidc.core.errors import ConsentRequiredError, InteractionRequiredError, LoginRequiredError
 from flask import Response, current_app, redirect, url_for
 
-from .. import consent
+from .. import audit, consent
 from .. import session as browser_session
 from ..crypto import new_token
 from ..db import db
@@ -209,6 +210,16 @@ def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None) 
 
     assert session is not None and end_user is not None
     response = server.create_authorization_response(oauth_request, grant_user=end_user, grant=grant)
+    if response.status_code == 302 and "code" in parse_qs(urlsplit(response.location or "").query):
+        # A sign-in at this portal (the statistics count these): who, at what level, as whom.
+        audit.record(
+            "authorize.code_issued",
+            actor=end_user.account.id,
+            client_id=client.client_id,
+            acr=session.acr,
+            principal="legal" if session.acting else "natural",
+            sid=session.sid,
+        )
     if response.status_code == 302 and client.client_id not in session.clients:
         session.clients.append(client.client_id)
         browser_session.save(session)

@@ -72,3 +72,6 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(register_bp)
     app.register_blueprint(mfa_bp)
     app.register_blueprint(account_bp)
+    from .admin import bp as admin_bp
+
+    app.register_blueprint(admin_bp)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-30 10:07:25.872292
+Create Date: 2026-11-30 10:20:54.983644
 
 """
 from typing import Sequence, Union
@@ -37,6 +37,7 @@ def upgrade() -> None:
     sa.Column('verification_source', sa.String(length=60), nullable=True),
     sa.Column('verified_attributes', sa.JSON(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('is_admin', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_accounts'))
     )
@@ -45,8 +46,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_accounts_phone'), ['phone'], unique=True)
         batch_op.create_index(batch_op.f('ix_accounts_username'), ['username'], unique=True)
 
+    op.create_table('audit_chain_head',
+    sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('last_hash', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_chain_head'))
+    )
     op.create_table('audit_events',
-    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('at', sa.DateTime(), nullable=False),
     sa.Column('event', sa.String(length=60), nullable=False),
     sa.Column('outcome', sa.String(length=20), nullable=False),
@@ -54,6 +61,8 @@ def upgrade() -> None:
     sa.Column('client_id', sa.String(length=64), nullable=True),
     sa.Column('ip', sa.String(length=64), nullable=True),
     sa.Column('detail', sa.JSON(), nullable=False),
+    sa.Column('prev_hash', sa.String(length=64), nullable=False),
+    sa.Column('row_hash', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_events'))
     )
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
@@ -311,6 +320,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_audit_events_at'))
 
     op.drop_table('audit_events')
+    op.drop_table('audit_chain_head')
     with op.batch_alter_table('accounts', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_accounts_username'))
         batch_op.drop_index(batch_op.f('ix_accounts_phone'))
