@@ -19,6 +19,7 @@ import jwt
 import pytest
 import requests
 
+from tests.backends import pg_url, redis_url  # noqa: F401  (fixtures: a fresh database, a flushed Redis DB)
 from tests.e2e.conftest import (
     PASSWORD,
     SSO,
@@ -62,12 +63,13 @@ def _start(instance_dir: Path, issuer: str, port: int, shared: dict[str, str]) -
 
 
 @pytest.fixture
-def pair(tmp_path: Path, postgres_database: str, redis_url: str) -> Iterator[tuple[Instance, Instance]]:
+def pair(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[tuple[Instance, Instance]]:  # noqa: F811
     port_a, port_b = free_port(), free_port()
     issuer = f"http://127.0.0.1:{port_a}"  # the balancer's address; here instance A's
     shared = {
         "SSO_DEVELOPMENT": "true",
-        "SSO_DATABASE_URL": postgres_database,
+        # A database of its own: keys sealed under this fleet's KEK, nobody else's.
+        "SSO_DATABASE_URL": pg_url,
         "SSO_REDIS_URL": redis_url,
         # One key-encryption key for the fleet: each instance opens the same keys.
         "SSO_KEY_ENCRYPTION_KEY": secrets.token_urlsafe(32)[:43],
