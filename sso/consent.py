@@ -80,7 +80,17 @@ def acr_step_up(ctx: AuthorizationContext) -> Prompt | None:
     """acr_values asks for more than the session has: ask only for the missing factor."""
     if ctx.session is None:
         return None
-    needed = assurance.missing_factor(ctx.session.amr, ctx.account_assurance, ctx.params.get("acr_values"))
+    requested = ctx.params.get("acr_values")
+    if not requested:
+        # OIDC Core §5.5.1.1: an essential acr in the claims parameter is a requirement too.
+        from .claims_request import InvalidClaimsRequest, parse
+
+        try:
+            parsed = parse(ctx.params.get("claims"))
+        except InvalidClaimsRequest:
+            parsed = None
+        requested = parsed.essential_acr_values() if parsed else None
+    needed = assurance.missing_factor(ctx.session.amr, ctx.account_assurance, requested)
     return Prompt("second_factor", "acr_values") if needed == "second_factor" else None
 
 

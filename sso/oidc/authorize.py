@@ -20,7 +20,7 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedRespon
 from authlib.oidc.core.errors import ConsentRequiredError, InteractionRequiredError, LoginRequiredError
 from flask import Response, current_app, redirect, url_for
 
-from .. import audit, consent
+from .. import audit, claims_request, consent
 from .. import session as browser_session
 from ..crypto import new_token
 from ..db import db
@@ -157,6 +157,10 @@ def _check_parameters(oauth_request: GatewayRequest, redirect_uri: str) -> None:
     mode = data.get("response_mode")
     if mode is not None and mode != "query":
         raise InvalidRequestError("Only response_mode=query is supported.", redirect_uri=redirect_uri)
+    try:
+        claims_request.parse(data.get("claims"))
+    except claims_request.InvalidClaimsRequest as exc:
+        raise InvalidRequestError(str(exc), redirect_uri=redirect_uri) from None
     max_age = data.get("max_age")
     # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
     if max_age is not None and not MAX_AGE.fullmatch(max_age):

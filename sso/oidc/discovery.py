@@ -45,7 +45,7 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "claims_in_verified_claims_supported": ["name", "gender", "birthdate", "address", "cn_id_number", "cn_id_number_masked"],
         "prompt_values_supported": ["none", "login", "consent"],
         "ui_locales_supported": ["zh-CN", "en"],
-        "claims_parameter_supported": False,
+        "claims_parameter_supported": True,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,  # RFC 9207 §3

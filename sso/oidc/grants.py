@@ -96,6 +96,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             "amr": user.amr,
             "sid": user.sid,
             "acting": user.acting,
+            "claims": data.get("claims"),
         }
         ttl = _gateway().settings.authorization_code_ttl
         _gateway().store.put(CODE_KIND, code, payload, ttl)
@@ -157,6 +158,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             amr=list(grant.amr or []),
             nonce=authorization_code.get("nonce"),
             acting=grant.acting,
+            claims_request=authorization_code.get("claims"),
         )
 
     def save_token(self, token: dict[str, Any]) -> None:

@@ -38,6 +38,7 @@ class Authorization:
     amr: list[str] = field(default_factory=list)
     nonce: str | None = None
     acting: dict[str, Any] | None = None  # legal-person context of the session
+    claims_request: str | None = None  # the authorization request's claims parameter (§5.5)
 
     def get_user_id(self) -> str:
         return self.account.id
@@ -143,6 +144,13 @@ def issue_id_token(
         claims["at_hash"] = half_hash(access_token, alg)
     if authorization.acting and "cn_legal_person" in scope.split():
         claims["cn_legal_person"] = legal_person_claim(authorization.acting)
+    if authorization.claims_request:
+        # §5.5: claims asked for in the ID token itself, within the consented scopes.
+        from ..claims import user_claims
+        from ..claims_request import for_id_token, parse
+
+        released = user_claims(authorization.account, client, scope.split(), authorization.acting)
+        claims.update(for_id_token(parse(authorization.claims_request), released))
     return gw.keys.sign(claims, alg=alg)  # type: ignore[no-any-return]
 
 

@@ -11,6 +11,7 @@ from flask_babel import lazy_gettext as _l
 from .. import assurance, audit, consent, session as browser_session, throttle
 from ..db import db
 from ..errors import error_page
+from ..identifiers import InvalidIdentifier, validate_resident_id
 from ..models import Account, Client
 from ..oidc import authorize as authorize_flow
 from .forms import ConsentForm, LoginForm
@@ -54,6 +55,24 @@ def home() -> Response:
     return _html(render_template("home.html", account=account))
 
 
+def _echo_safe(login_name: str | None) -> str:
+    """A login name that may be shown back in the page: never a resident identity number."""
+    value = (login_name or "").strip()
+    if len(value) > 64 or any(ord(ch) < 32 for ch in value):
+        return ""
+    try:
+        validate_resident_id(value)
+    except InvalidIdentifier:
+        return value
+    return ""
+
+
+def _login_hint(interaction: dict | None) -> str:  # type: ignore[type-arg]
+    """OIDC Core §3.1.2.1 login_hint pre-fills the login name (unless it is an identity number)."""
+    hint = next((v for k, v in (interaction or {}).get("args", []) if k == "login_hint"), "")
+    return _echo_safe(hint)
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response:
     form = LoginForm()
@@ -64,6 +83,7 @@ def login() -> Response:
     client = _interaction_client(interaction)
     if request.method == "GET":
         form.interaction.data = uid or ""
+        form.username.data = _login_hint(interaction)
         return _html(render_template("login.html", form=form, client=client, error=None))
     if not form.validate_on_submit():
         return _html(render_template("login.html", form=form, client=client, error=_("Please fill in both fields.")), 400)
@@ -80,6 +100,7 @@ def login() -> Response:
         audit.record("login", outcome="failure", connector=connector.id)
         # One message for unknown account and wrong password: no account enumeration.
         message = _("The username or password is incorrect.")
+        form.username.data = _echo_safe(form.username.data)
         return _html(render_template("login.html", form=form, client=client, error=message), 401)
     throttle.success(verdict)
     new_session = browser_session.BrowserSession(
