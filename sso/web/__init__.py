@@ -15,10 +15,15 @@ LOCALES = ("zh_CN", "en")
 def _interaction_ui_locales() -> list[str]:
     """ui_locales of the authorization request a login or consent page is serving."""
     from ..oidc.authorize import load_interaction
+    from ..storage import StoreUnavailable
 
     # args only: an error page may be rendering for a body that must not be read.
     uid = request.args.get("interaction")
-    interaction = load_interaction(uid) if uid else None
+    try:
+        interaction = load_interaction(uid) if uid else None
+    except StoreUnavailable:
+        # The 503 page for that very outage is rendering: a language hint is not worth a 500.
+        return []
     if not interaction:
         return []
     return " ".join(v for k, v in interaction["args"] if k == "ui_locales").split()
