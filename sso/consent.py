@@ -96,9 +96,20 @@ def acr_step_up(ctx: AuthorizationContext) -> Prompt | None:
 
 def enterprise_choice(ctx: AuthorizationContext) -> Prompt | None:
     """A portal asking for cn_legal_person needs the enterprise chosen for this session."""
-    if ctx.session is not None and "cn_legal_person" in ctx.scopes and not ctx.session.acting:
+    if ctx.session is None or "cn_legal_person" not in ctx.scopes:
+        return None
+    if not ctx.session.acting:
         return Prompt("select_enterprise", "legal_person_scope")
-    return None
+    from . import legal
+    from .connectors.base import RegistryUnavailable
+
+    try:
+        valid = legal.still_valid(ctx.session.acting)
+    except RegistryUnavailable:
+        valid = False  # fail closed: the selection page says the registry is down
+    # The choice made earlier in this session has ended (authorisation revoked or
+    # expired, licence revoked): choose again rather than put it in a new code.
+    return None if valid else Prompt("select_enterprise", "acting_ended")
 
 
 def prompt_consent(ctx: AuthorizationContext) -> Prompt | None:

@@ -48,6 +48,18 @@ def validate_access_token(token: str) -> dict[str, Any] | None:
         grant = db.session.get(Grant, gid) if isinstance(gid, str) else None
         if grant is None or grant.revoked_at is not None:
             return None
+        if "cn_legal_person" in claims:
+            # A token naming an enterprise is active only while its holder may still act
+            # for it. Cost: two primary-key reads here and ONE registry lookup
+            # (legal.still_valid); a registry outage counts as inactive (fail closed).
+            from .. import legal
+            from ..connectors.base import RegistryUnavailable
+
+            try:
+                if not legal.still_valid(grant.acting):
+                    return None
+            except RegistryUnavailable:
+                return None
     return claims
 
 

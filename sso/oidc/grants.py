@@ -218,6 +218,24 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def authenticate_user(self, refresh_token: RefreshToken) -> Authorization | None:
         grant = refresh_token.grant
+        if grant.acting and "cn_legal_person" in (grant.scope or "").split():
+            # Acting for an enterprise ends at once (authorisation revoked or past its
+            # valid_until, licence revoked, new legal representative): checked before the
+            # token is spent, so a registry outage does not burn it (retry later).
+            from authlib.oauth2 import OAuth2Error
+
+            from .. import legal
+            from ..connectors.base import RegistryUnavailable
+
+            try:
+                valid = legal.still_valid(grant.acting)
+            except RegistryUnavailable:
+                unavailable = OAuth2Error("The enterprise registry cannot be reached now. Try again later.")
+                unavailable.error, unavailable.status_code = "temporarily_unavailable", 503
+                raise unavailable from None
+            if not valid:
+                tokens.revoke_grant(grant.id, "acting_ended")
+                raise InvalidGrantError("The authorisation to act for this enterprise has ended.")
         # The atomic step: only the request whose UPDATE flips used_at may issue.
         claimed = db.session.execute(
             db.update(RefreshToken)

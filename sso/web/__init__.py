@@ -69,6 +69,7 @@ def init_app(app: Flask) -> None:
         return response
 
     from .account import bp as account_bp
+    from .enterprise import bp as enterprise_bp
     from .mfa import bp as mfa_bp
     from .register import bp as register_bp
     from .views import bp
@@ -80,3 +81,4 @@ def init_app(app: Flask) -> None:
     from .admin import bp as admin_bp
 
     app.register_blueprint(admin_bp)
+    app.register_blueprint(enterprise_bp)

@@ -111,6 +111,8 @@ def login() -> Response:
         acr=assurance.current_level(["pwd"], identity.assurance).acr,
     )
     target = url_for("oidc.authorize_resume", interaction=uid) if uid else url_for("web.home")
+    if request.form.get("principal") == "legal":  # "Sign in for an enterprise": choose it first
+        target = url_for("enterprise.select", interaction=uid) if uid else url_for("enterprise.select")
     response = redirect(target)
     browser_session.start(new_session, response)
     audit.record("login", actor=identity.subject, connector=identity.connector_id, sid=new_session.sid)
