@@ -236,14 +236,19 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             if not valid:
                 tokens.revoke_grant(grant.id, "acting_ended")
                 raise InvalidGrantError("The authorisation to act for this enterprise has ended.")
-        # The atomic step: only the request whose UPDATE flips used_at may issue.
+        # The atomic step: only the request whose UPDATE flips used_at may issue. It is
+        # NOT committed here: marking the old token used and storing its successor
+        # commit together (save_token), so a crash or a database error in between
+        # leaves the old token usable instead of turning the client's retry into
+        # "reuse" that revokes the whole grant. The UPDATE's row lock (PostgreSQL) or
+        # write lock (SQLite) makes a concurrent use wait, then find it used.
         claimed = db.session.execute(
             db.update(RefreshToken)
             .where(RefreshToken.token_hash == refresh_token.token_hash, RefreshToken.used_at.is_(None))
             .values(used_at=utcnow())
         ).rowcount
-        db.session.commit()
         if claimed != 1:
+            db.session.rollback()
             tokens.revoke_grant(grant.id, "refresh_reuse")
             raise InvalidGrantError("The refresh token was already used.")
         account = db.session.get(Account, grant.account_id) if grant.account_id else None
