@@ -51,9 +51,29 @@ def json_error(status: int, error: str, description: str, headers: dict[str, str
     return response
 
 
+def _headline(error: str) -> str:
+    """What an error code means to a person, in the page's language."""
+    from flask_babel import gettext as _
+
+    texts = {
+        "invalid_client": _("This portal is not registered or has been disabled."),
+        "invalid_request": _("The request is not valid."),
+        "unauthorized_client": _("This portal may not use this kind of sign-in."),
+        "unsupported_response_type": _("The portal asked for a kind of sign-in this gateway does not offer."),
+        "temporarily_unavailable": _("The service is temporarily unavailable. Please try again shortly."),
+        "server_error": _("Something went wrong on our side. Please try again later."),
+        "not_found": _("This page does not exist."),
+        "method_not_allowed": _("The request is not valid."),
+        "request_too_large": _("The request is too large."),
+    }
+    return texts.get(error, _("This request cannot be completed"))
+
+
 def error_page(status: int, error: str, description: str, **context: Any) -> Response:
     """An HTML error page: used whenever redirecting back to the client is unsafe."""
-    body = render_template("error.html", status=status, error=error, description=description, **context)
+    body = render_template(
+        "error.html", status=status, error=error, description=description, headline=_headline(error), **context
+    )
     response = Response(body, status=status, mimetype="text/html")
     response.headers.update(NO_STORE)
     return response

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from werkzeug.routing import BuildError
 
 from .. import audit
@@ -20,6 +21,13 @@ from .views import SCOPE_TEXT
 bp = Blueprint("account", __name__)
 
 RECENT_SIGN_INS = 10
+
+# The assurance levels in plain words (sso/assurance.py has the definitions).
+LEVEL_TEXT = {
+    "urn:cn:sso:loa:1": _l("password; self-asserted identity"),
+    "urn:cn:sso:loa:2": _l("password; identity verified against the population registry"),
+    "urn:cn:sso:loa:3": _l("password and a second factor; registry-verified identity"),
+}
 
 
 def _signed_in() -> tuple[browser_session.BrowserSession, Account] | None:
@@ -83,6 +91,7 @@ def overview() -> Response:
         account=account,
         phone=mask_phone(account.phone),
         level=level,
+        level_text=str(LEVEL_TEXT.get(level.acr, level.description)),
         session=current,
         consents=_consents(account),
         sessions=browser_session.sessions_of(account.id),

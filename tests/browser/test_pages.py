@@ -33,7 +33,7 @@ def test_login_page_is_chinese_by_default_and_switches_to_english(page, gateway)
     assert page.locator("html").get_attribute("lang") == "zh-CN"
     assert page.locator("form#login-form button[type=submit]").inner_text() == "登录"
     # Every input has a label (accessibility), found through the label text.
-    assert page.get_by_label("用户名").count() == 1 and page.get_by_label("密码").count() == 1
+    assert page.get_by_label("身份证号、手机号或用户名").count() == 1 and page.get_by_label("密码").count() == 1
     screenshot(page, "login-zh")
     page.click("text=English")
     assert page.locator("form#login-form button[type=submit]").inner_text() == "Sign in"
