@@ -130,8 +130,12 @@ class KeyManager:
             self._loaded_at = time.monotonic()
             self._rebuild_jwks(utcnow())
 
+    def reload_due(self) -> bool:
+        """Whether the next use re-reads the key table (and so needs an app context)."""
+        return time.monotonic() - self._loaded_at >= self._refresh_every
+
     def _maybe_reload(self) -> None:
-        if time.monotonic() - self._loaded_at >= self._refresh_every:
+        if self.reload_due():
             self.reload()
 
     # ---- lifecycle -------------------------------------------------------------

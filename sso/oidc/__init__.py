@@ -15,6 +15,7 @@ from .grants import (
     S256CodeChallenge,
 )
 from .server import AuthorizationServer, GatewayIssuer
+from .static import StaticDocuments
 from .tokens import make_token_generator
 
 
@@ -33,6 +34,17 @@ def init_app(app: Flask) -> None:
     server.register_extension(GatewayIssuer())
     gateway.server = server
     app.config["SSO_DISCOVERY"] = document(gateway.settings)
+
+    def jwks() -> tuple[bytes, str]:
+        if gateway.keys.reload_due():  # every key_refresh_interval: one query, in an app context
+            with app.app_context():
+                return gateway.keys.jwks_document()  # type: ignore[no-any-return]
+        return gateway.keys.jwks_document()  # type: ignore[no-any-return]
+
+    # Discovery and JWKS in front of Flask (sso.oidc.static): the same answers, no stack.
+    app.wsgi_app = StaticDocuments(  # type: ignore[method-assign]
+        app.wsgi_app, lambda: app.config["SSO_DISCOVERY"], jwks
+    )
 
     from .views import bp
 
