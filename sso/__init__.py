@@ -34,7 +34,8 @@ class Gateway:
 
 
 def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
-    from . import audit, db as db_module, errors, keys, logout, logs, ops, security
+    from . import audit, errors, keys, logout, logs, ops, security
+    from . import db as db_module
     from .connectors import build_connectors
     from .crypto import IdNumberVault, SecretBox, SecretHasher, derive_key, load_or_create_kek
     from .sms import OutboxSender

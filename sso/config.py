@@ -7,9 +7,9 @@ Unknown keys are errors, and every problem is reported at once (model: dex
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints

@@ -57,7 +57,9 @@ def end_session(sid: str, reason: str) -> bool:
     # Tokens issued under this session end with it: a logout that left refresh
     # tokens alive would not be a logout.
     db.session.execute(
-        db.update(Grant).where(Grant.sid == sid, Grant.revoked_at.is_(None)).values(revoked_at=now, revoked_reason="logout")
+        db.update(Grant)
+        .where(Grant.sid == sid, Grant.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason="logout")
     )
     queued = []
     for client_id in record.clients or []:
@@ -106,19 +108,26 @@ def deliver_due(limit: int = 50) -> int:
 
     settings = _gw().settings
     now = utcnow()
-    due = db.session.execute(
-        db.select(LogoutDelivery.id)
-        .where(LogoutDelivery.status == "pending", LogoutDelivery.next_attempt_at <= now)
-        .order_by(LogoutDelivery.next_attempt_at)
-        .limit(limit)
-    ).scalars().all()
+    due = (
+        db.session.execute(
+            db.select(LogoutDelivery.id)
+            .where(LogoutDelivery.status == "pending", LogoutDelivery.next_attempt_at <= now)
+            .order_by(LogoutDelivery.next_attempt_at)
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
     attempted = 0
     for delivery_id in due:
         # Claim it for LEASE seconds: other instances skip it meanwhile.
         claimed = db.session.execute(
             db.update(LogoutDelivery)
-            .where(LogoutDelivery.id == delivery_id, LogoutDelivery.status == "pending",
-                   LogoutDelivery.next_attempt_at <= now)
+            .where(
+                LogoutDelivery.id == delivery_id,
+                LogoutDelivery.status == "pending",
+                LogoutDelivery.next_attempt_at <= now,
+            )
             .values(next_attempt_at=now + timedelta(seconds=LEASE), attempts=LogoutDelivery.attempts + 1)
         ).rowcount
         db.session.commit()
@@ -138,8 +147,14 @@ def deliver_due(limit: int = 50) -> int:
             delivery.status, delivery.delivered_at, delivery.last_error = "delivered", utcnow(), None
         elif delivery.attempts >= settings.logout_max_attempts:
             delivery.status, delivery.last_error = "failed", detail
-            audit.record("logout.delivery_failed", outcome="failure", commit=False,
-                         client_id=client.client_id, sid=delivery.sid, error=detail)
+            audit.record(
+                "logout.delivery_failed",
+                outcome="failure",
+                commit=False,
+                client_id=client.client_id,
+                sid=delivery.sid,
+                error=detail,
+            )
         else:
             delay = RETRY_DELAYS[min(delivery.attempts - 1, len(RETRY_DELAYS) - 1)]
             delivery.next_attempt_at, delivery.last_error = utcnow() + timedelta(seconds=delay), detail
@@ -154,12 +169,16 @@ def end_expired_sessions(limit: int = 100) -> int:
     from .session import load
 
     now = utcnow()
-    candidates = db.session.execute(
-        db.select(SessionRecord)
-        .where(SessionRecord.ended_at.is_(None))
-        .where((SessionRecord.expires_at <= now) | (SessionRecord.absolute_expires_at <= now))
-        .limit(limit)
-    ).scalars().all()
+    candidates = (
+        db.session.execute(
+            db.select(SessionRecord)
+            .where(SessionRecord.ended_at.is_(None))
+            .where((SessionRecord.expires_at <= now) | (SessionRecord.absolute_expires_at <= now))
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
     ended = 0
     for record in candidates:
         alive = load(record.handle) if record.handle else None

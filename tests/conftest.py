@@ -208,7 +208,12 @@ def basic(portal: Portal) -> dict[str, str]:
 def redeem(client: FlaskClient, portal: Portal, code: str, verifier: str) -> Any:
     return client.post(
         "/token",
-        data={"grant_type": "authorization_code", "code": code, "redirect_uri": portal.redirect_uri, "code_verifier": verifier},
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": portal.redirect_uri,
+            "code_verifier": verifier,
+        },
         headers=basic(portal),
     )
 

@@ -21,7 +21,11 @@ class LogoutReceiver:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length).decode()
                 receiver.received.append(
-                    {"path": self.path, "content_type": self.headers.get("Content-Type"), "form": urllib.parse.parse_qs(body)}
+                    {
+                        "path": self.path,
+                        "content_type": self.headers.get("Content-Type"),
+                        "form": urllib.parse.parse_qs(body),
+                    }
                 )
                 self.send_response(receiver.status)
                 if 300 <= receiver.status < 400:

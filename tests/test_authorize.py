@@ -84,7 +84,10 @@ def test_prompt_none_without_consent_returns_consent_required(app, browser, port
     page = browser.client.get("/login")
     from tests.conftest import csrf_from
 
-    browser.client.post("/login", data={"csrf_token": csrf_from(page.text), "username": "alice", "password": "correct horse battery staple"})
+    browser.client.post(
+        "/login",
+        data={"csrf_token": csrf_from(page.text), "username": "alice", "password": "correct horse battery staple"},
+    )
     _, challenge = pkce_pair()
     response = browser.authorize(portal, prompt="none", code_challenge=challenge, code_challenge_method="S256")
     assert query_of(response.headers["Location"])["error"] == "consent_required"
@@ -115,7 +118,9 @@ def test_max_age_exceeded_asks_for_login_and_auth_time_is_fresh(browser, client,
     response = browser.authorize(portal, max_age="60", code_challenge=challenge, code_challenge_method="S256")
     assert response.headers["Location"].startswith("/login?interaction=")
     params = browser.follow_to_client(browser.login(response.headers["Location"]), portal.redirect_uri)
-    claims = pyjwt.decode(redeem(client, portal, params["code"], verifier).get_json()["id_token"], options={"verify_signature": False})
+    claims = pyjwt.decode(
+        redeem(client, portal, params["code"], verifier).get_json()["id_token"], options={"verify_signature": False}
+    )
     assert claims["auth_time"] >= int(real_time()) + 119
 
 
@@ -167,4 +172,3 @@ def test_login_without_csrf_token_is_refused(client, account):
     response = client.post("/login", data={"username": "alice", "password": "correct horse battery staple"})
     assert response.status_code == 400
     assert "sso_session" not in response.headers.get("Set-Cookie", "")
-

@@ -15,7 +15,9 @@ ALL = "openid profile phone address cn_identity"
 
 @pytest.fixture
 def citizen(app):
-    return register_citizen(verify_real_name(DEMO_CITIZEN.name, DEMO_CITIZEN.id_number), "Zhang-San-2026", DEMO_CITIZEN.phone)
+    return register_citizen(
+        verify_real_name(DEMO_CITIZEN.name, DEMO_CITIZEN.id_number), "Zhang-San-2026", DEMO_CITIZEN.phone
+    )
 
 
 def portal_for(client_id, host, **extra):
@@ -83,7 +85,9 @@ def test_consent_page_says_full_number_when_approved(app, browser, citizen):
     from tests.conftest import pkce_pair
 
     _, challenge = pkce_pair()
-    first = browser.authorize(portal, scope="openid cn_identity", code_challenge=challenge, code_challenge_method="S256")
+    first = browser.authorize(
+        portal, scope="openid cn_identity", code_challenge=challenge, code_challenge_method="S256"
+    )
     after = browser.login(first.headers["Location"], username=DEMO_CITIZEN.id_number, password="Zhang-San-2026")
     consent = browser.client.get(browser.client.get(after.headers["Location"]).headers["Location"] + "&lang=en")
     assert "Your full resident identity number" in consent.text

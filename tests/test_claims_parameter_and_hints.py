@@ -15,7 +15,9 @@ PASSWORD = "Zhang-San-2026"
 
 def id_token_for(browser, client, portal, **params):
     code, verifier = browser.code_for(portal, **params)
-    return pyjwt.decode(redeem(client, portal, code, verifier).get_json()["id_token"], options={"verify_signature": False})
+    return pyjwt.decode(
+        redeem(client, portal, code, verifier).get_json()["id_token"], options={"verify_signature": False}
+    )
 
 
 def test_claims_requested_in_the_id_token_within_consented_scopes(browser, client, portal, account):
@@ -57,7 +59,9 @@ def test_login_hint_prefills_the_login_name(browser, portal):
 
 def test_an_identity_number_is_never_echoed_into_the_page(browser, portal):
     _, challenge = pkce_pair()
-    first = browser.authorize(portal, login_hint=DEMO_CITIZEN.id_number, code_challenge=challenge, code_challenge_method="S256")
+    first = browser.authorize(
+        portal, login_hint=DEMO_CITIZEN.id_number, code_challenge=challenge, code_challenge_method="S256"
+    )
     page = browser.client.get(first.headers["Location"])
     assert DEMO_CITIZEN.id_number not in page.text
     failed = browser.client.post(

@@ -82,7 +82,11 @@ def test_trusted_proxy_gives_the_client_address_but_never_the_host(tmp_path):
     meta = client.get("/.well-known/openid-configuration", headers=forwarded).get_json()
     assert meta["issuer"] == ISSUER and "evil" not in str(meta)
     page = client.get("/login", headers=forwarded)
-    client.post("/login", data={"csrf_token": csrf_from(page.text), "username": "nobody", "password": "x" * 8}, headers=forwarded)
+    client.post(
+        "/login",
+        data={"csrf_token": csrf_from(page.text), "username": "nobody", "password": "x" * 8},
+        headers=forwarded,
+    )
     with app.app_context():
         event = db.session.execute(db.select(AuditEvent).filter_by(event="login")).scalars().first()
         assert event is not None and event.ip == "203.0.113.7"

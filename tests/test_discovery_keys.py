@@ -21,14 +21,27 @@ def test_discovery_advertises_exactly_what_works(client):
     assert meta["response_types_supported"] == ["code"]
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert meta["grant_types_supported"] == ["authorization_code", "refresh_token", "client_credentials"]
-    assert set(meta["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post", "private_key_jwt", "none"}
+    assert set(meta["token_endpoint_auth_methods_supported"]) == {
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "none",
+    }
     assert meta["authorization_response_iss_parameter_supported"] is True
     assert meta["id_token_signing_alg_values_supported"] == ["RS256", "ES256"]
     # Nothing advertised that is not implemented.
     assert meta["backchannel_logout_supported"] is True and meta["frontchannel_logout_session_supported"] is True
     for absent in ("registration_endpoint", "device_authorization_endpoint", "pushed_authorization_request_endpoint"):
         assert absent not in meta
-    for key in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri", "end_session_endpoint", "introspection_endpoint", "revocation_endpoint"):
+    for key in (
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "jwks_uri",
+        "end_session_endpoint",
+        "introspection_endpoint",
+        "revocation_endpoint",
+    ):
         path = meta[key].removeprefix(ISSUER)
         assert client.open(path, method="OPTIONS").status_code != 404, key
 
@@ -53,7 +66,13 @@ def test_spoofed_host_changes_nothing(client, portal, header):
     assert all("evil" not in str(v) for v in spoofed.values())
     login = client.get(
         "/authorize",
-        query_string={"client_id": portal.client_id, "response_type": "code", "redirect_uri": portal.redirect_uri, "scope": "openid", "state": "s"},
+        query_string={
+            "client_id": portal.client_id,
+            "response_type": "code",
+            "redirect_uri": portal.redirect_uri,
+            "scope": "openid",
+            "state": "s",
+        },
         headers={header: "evil.example"},
     )
     assert "evil" not in login.headers["Location"]
@@ -69,7 +88,11 @@ def test_jwks_publishes_only_public_parts(client):
 
 def test_private_keys_are_encrypted_at_rest(app, tmp_path):
     rows = db.session.execute(db.select(SigningKey)).scalars().all()
-    raw = sqlite3.connect(str(tmp_path / "instance" / "sso.sqlite3")).execute("SELECT private_key_sealed FROM signing_keys").fetchall()
+    raw = (
+        sqlite3.connect(str(tmp_path / "instance" / "sso.sqlite3"))
+        .execute("SELECT private_key_sealed FROM signing_keys")
+        .fetchall()
+    )
     assert len(rows) == 2
     for (sealed,) in raw:
         assert b"PRIVATE KEY" not in sealed
@@ -83,14 +106,18 @@ def test_rotation_publishes_before_signing(app, browser, client, portal, account
     new = keys.rotate("RS256", activate_in=600)
     published = {k["kid"] for k in client.get("/jwks").get_json()["keys"]}
     assert {old_kid, new.kid} <= published
-    token = client.post("/token", data={"grant_type": "client_credentials"}, headers=basic(portal)).get_json()["access_token"]
+    token = client.post("/token", data={"grant_type": "client_credentials"}, headers=basic(portal)).get_json()[
+        "access_token"
+    ]
     import jwt as pyjwt
 
     assert pyjwt.get_unverified_header(token)["kid"] == old_kid
     assert [s.state for s in keys.statuses() if s.kid == new.kid] == ["next"]
 
 
-def test_activated_key_signs_and_retired_key_stays_published_until_tokens_expire(app, browser, client, portal, account, monkeypatch):
+def test_activated_key_signs_and_retired_key_stays_published_until_tokens_expire(
+    app, browser, client, portal, account, monkeypatch
+):
     import jwt as pyjwt
 
     keys = app.extensions["sso"].keys
@@ -98,12 +125,17 @@ def test_activated_key_signs_and_retired_key_stays_published_until_tokens_expire
     before = redeem(client, portal, code, verifier).get_json()
     old_kid = pyjwt.get_unverified_header(before["id_token"])["kid"]
     new = keys.rotate("RS256", activate_in=0)
-    token = client.post("/token", data={"grant_type": "client_credentials"}, headers=basic(portal)).get_json()["access_token"]
+    token = client.post("/token", data={"grant_type": "client_credentials"}, headers=basic(portal)).get_json()[
+        "access_token"
+    ]
     assert pyjwt.get_unverified_header(token)["kid"] == new.kid
     published = {k["kid"] for k in client.get("/jwks").get_json()["keys"]}
     assert old_kid in published
     # Tokens signed by the retired key still verify (introspection stays active).
-    assert client.post("/introspect", data={"token": before["access_token"]}, headers=basic(portal)).get_json()["active"] is True
+    assert (
+        client.post("/introspect", data={"token": before["access_token"]}, headers=basic(portal)).get_json()["active"]
+        is True
+    )
     # Once every token it signed has expired, the retired key leaves the JWKS.
     later = utcnow() + timedelta(seconds=3601)  # the longest token lifetime has passed
     monkeypatch.setattr("sso.keys.utcnow", lambda: later)

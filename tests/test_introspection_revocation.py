@@ -61,13 +61,17 @@ def test_revoking_an_access_token(browser, client, portal, account):
     assert userinfo.status_code == 401
     assert 'error="invalid_token"' in userinfo.headers["WWW-Authenticate"]
     # The refresh token of the same grant keeps working: only that access token died.
-    refreshed = client.post("/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, headers=basic(portal))
+    refreshed = client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, headers=basic(portal)
+    )
     assert refreshed.status_code == 200
 
 
 def test_revoking_a_refresh_token_ends_its_grant(browser, client, portal, account):
     tokens = tokens_for(browser, client, portal)
-    response = client.post("/revoke", data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"}, headers=basic(portal))
+    response = client.post(
+        "/revoke", data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"}, headers=basic(portal)
+    )
     assert response.status_code == 200
     assert introspect(client, portal, tokens["refresh_token"]).get_json() == {"active": False}
     # RFC 7009 §2.1: access tokens of the same grant are revoked too.
@@ -84,9 +88,22 @@ def test_public_client_revokes_its_own_token(browser, client, public_portal, acc
     code, verifier = browser.code_for(public_portal)
     tokens = client.post(
         "/token",
-        data={"grant_type": "authorization_code", "code": code, "redirect_uri": public_portal.redirect_uri, "code_verifier": verifier, "client_id": public_portal.client_id},
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": public_portal.redirect_uri,
+            "code_verifier": verifier,
+            "client_id": public_portal.client_id,
+        },
     ).get_json()
     response = client.post("/revoke", data={"token": tokens["refresh_token"], "client_id": public_portal.client_id})
     assert response.status_code == 200
-    again = client.post("/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": public_portal.client_id})
+    again = client.post(
+        "/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": public_portal.client_id,
+        },
+    )
     assert again.get_json()["error"] == "invalid_grant"

@@ -14,7 +14,9 @@ def signed_in(browser, client, portal):
 
 def test_logout_with_hint_redirects_to_registered_uri_with_state(browser, client, portal, account):
     tokens = signed_in(browser, client, portal)
-    response = client.get("/logout", query_string={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": BYE, "state": "bye-1"})
+    response = client.get(
+        "/logout", query_string={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": BYE, "state": "bye-1"}
+    )
     assert response.status_code == 302
     assert response.headers["Location"] == BYE + "?state=bye-1"
     _, challenge = pkce_pair()
@@ -24,7 +26,10 @@ def test_logout_with_hint_redirects_to_registered_uri_with_state(browser, client
 
 def test_unregistered_post_logout_uri_is_never_followed(browser, client, portal, account):
     tokens = signed_in(browser, client, portal)
-    response = client.get("/logout", query_string={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://evil.example/"})
+    response = client.get(
+        "/logout",
+        query_string={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://evil.example/"},
+    )
     assert response.status_code == 200 and "Location" not in response.headers
     assert 'id="logged-out"' in response.text
 
@@ -35,7 +40,9 @@ def test_expired_id_token_hint_is_still_accepted(browser, client, portal, accoun
 
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + 7200)
-    response = client.get("/logout", query_string={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": BYE})
+    response = client.get(
+        "/logout", query_string={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": BYE}
+    )
     assert response.status_code == 302 and response.headers["Location"] == BYE
 
 
@@ -50,7 +57,9 @@ def test_forged_hint_is_an_error_page_without_redirect(browser, client, portal, 
 
 def test_access_token_is_not_an_id_token_hint(browser, client, portal, account):
     tokens = signed_in(browser, client, portal)
-    response = client.get("/logout", query_string={"id_token_hint": tokens["access_token"], "post_logout_redirect_uri": BYE})
+    response = client.get(
+        "/logout", query_string={"id_token_hint": tokens["access_token"], "post_logout_redirect_uri": BYE}
+    )
     assert response.status_code == 400 and "Location" not in response.headers
 
 
@@ -60,7 +69,11 @@ def test_logout_without_hint_asks_for_confirmation(browser, client, portal, acco
     assert page.status_code == 200 and 'id="logout-form"' in page.text
     # Still signed in until the user confirms.
     _, challenge = pkce_pair()
-    assert "code" in query_of(browser.authorize(portal, prompt="none", code_challenge=challenge, code_challenge_method="S256").headers["Location"])
+    assert "code" in query_of(
+        browser.authorize(portal, prompt="none", code_challenge=challenge, code_challenge_method="S256").headers[
+            "Location"
+        ]
+    )
     done = client.post("/logout", data={"csrf_token": csrf_from(page.text)})
     assert done.status_code == 200 and 'id="logged-out"' in done.text
     _, challenge = pkce_pair()
@@ -78,5 +91,12 @@ def test_confirmation_without_csrf_does_not_log_out(browser, client, portal, acc
 
 def test_client_id_must_match_the_hint_audience(browser, client, portal, account):
     tokens = signed_in(browser, client, portal)
-    response = client.get("/logout", query_string={"id_token_hint": tokens["id_token"], "client_id": "someone-else", "post_logout_redirect_uri": BYE})
+    response = client.get(
+        "/logout",
+        query_string={
+            "id_token_hint": tokens["id_token"],
+            "client_id": "someone-else",
+            "post_logout_redirect_uri": BYE,
+        },
+    )
     assert response.status_code == 400 and "Location" not in response.headers

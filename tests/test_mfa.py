@@ -475,7 +475,12 @@ def test_the_authenticator_replaces_sms_on_the_challenge(app, client, citizen, c
     query = query_of(location)
     refused = client.post(
         "/mfa/challenge",
-        data={"csrf_token": csrf_from(page.text), "interaction": query.get("interaction", ""), "method": "sms", "action": "send"},
+        data={
+            "csrf_token": csrf_from(page.text),
+            "interaction": query.get("interaction", ""),
+            "method": "sms",
+            "action": "send",
+        },
     )
     assert refused.status_code == 400 and not app.extensions["sso"].sms.messages(PHONE)
 

@@ -22,7 +22,9 @@ def test_ui_locales_reaches_the_login_and_consent_pages(browser, portal, account
     first = browser.authorize(portal, ui_locales="en-US zh-CN", code_challenge=challenge, code_challenge_method="S256")
     login_page = browser.client.get(first.headers["Location"])
     assert "Sign in" in login_page.text and "登录" not in login_page.text.split("<main")[1]
-    consent_location = browser.client.get(browser.login(first.headers["Location"]).headers["Location"]).headers["Location"]
+    consent_location = browser.client.get(browser.login(first.headers["Location"]).headers["Location"]).headers[
+        "Location"
+    ]
     consent_page = browser.client.get(consent_location)
     assert "is asking for access" in consent_page.text
     assert 'id="consent-form"' in consent_page.text
@@ -32,7 +34,9 @@ def test_ui_locales_reaches_the_login_and_consent_pages(browser, portal, account
 def test_consent_page_names_the_portal_in_plain_words(browser, portal, account):
     _, challenge = pkce_pair()
     first = browser.authorize(portal, code_challenge=challenge, code_challenge_method="S256")
-    consent_location = browser.client.get(browser.login(first.headers["Location"]).headers["Location"]).headers["Location"]
+    consent_location = browser.client.get(browser.login(first.headers["Location"]).headers["Location"]).headers[
+        "Location"
+    ]
     page = browser.client.get(consent_location).text
     assert "税务服务 Tax portal 请求访问您的信息" in page
     assert "您的姓名、性别和出生日期" in page
@@ -53,7 +57,11 @@ def test_every_page_string_has_a_chinese_translation():
     folder = root / "sso/web/translations/zh_Hans_CN/LC_MESSAGES"
     catalog = read_po((folder / "messages.po").open("rb"))
     compiled = read_mo((folder / "messages.mo").open("rb"))
-    untranslated = sorted(m for m in used if isinstance(m, str) and (m not in catalog or not catalog[m].string or catalog[m].fuzzy))
+    untranslated = sorted(
+        m for m in used if isinstance(m, str) and (m not in catalog or not catalog[m].string or catalog[m].fuzzy)
+    )
     assert untranslated == []
-    stale = sorted(m for m in used if isinstance(m, str) and (m not in compiled or compiled[m].string != catalog[m].string))
+    stale = sorted(
+        m for m in used if isinstance(m, str) and (m not in compiled or compiled[m].string != catalog[m].string)
+    )
     assert stale == [], "run: pybabel compile -d sso/web/translations"

@@ -34,7 +34,14 @@ def signer(app):
 
 def assertion(key, **overrides):
     now = int(time.time())
-    claims = {"iss": "key-portal", "sub": "key-portal", "aud": ISSUER + "/token", "iat": now, "exp": now + 60, "jti": str(uuid.uuid4())}
+    claims = {
+        "iss": "key-portal",
+        "sub": "key-portal",
+        "aud": ISSUER + "/token",
+        "iat": now,
+        "exp": now + 60,
+        "jti": str(uuid.uuid4()),
+    }
     claims.update(overrides)
     claims = {k: v for k, v in claims.items() if v is not None}
     return pyjwt.encode(claims, key, algorithm="ES256", headers={"kid": "portal-key-1"})
@@ -43,7 +50,11 @@ def assertion(key, **overrides):
 def token_request(client, jwt_assertion):
     return client.post(
         "/token",
-        data={"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "client_assertion": jwt_assertion},
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": jwt_assertion,
+        },
     )
 
 

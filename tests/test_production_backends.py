@@ -24,7 +24,12 @@ def prod_app(tmp_path, pg_url, redis_url):  # noqa: F811
     app.test_client_class = IsolatedClient
     prepare(app)
     with app.app_context():
-        reg = create_client(name="Tax", client_id="tax", redirect_uris=["https://tax.example/cb"], post_logout_redirect_uris=["https://tax.example/"])
+        reg = create_client(
+            name="Tax",
+            client_id="tax",
+            redirect_uris=["https://tax.example/cb"],
+            post_logout_redirect_uris=["https://tax.example/"],
+        )
         create_account("alice", "correct horse battery staple", "Alice")
         app.config["TEST_PORTAL"] = Portal("tax", reg.client_secret, "https://tax.example/cb")
         yield app
@@ -44,7 +49,9 @@ def test_full_flow_on_postgres_and_redis(prod_app, redis_url):  # noqa: F811
     keys = [k.decode() for k in redis.Redis.from_url(redis_url).keys("sso:*")]
     assert any(k.startswith("sso:session:") for k in keys)
     assert not any(tokens["refresh_token"] in k or code in k for k in keys)
-    refreshed = client.post("/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, headers=basic(portal))
+    refreshed = client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, headers=basic(portal)
+    )
     assert refreshed.status_code == 200
 
 
@@ -76,7 +83,11 @@ def test_concurrent_refresh_one_winner(prod_app):
     client = prod_app.test_client()
     code, verifier = Browser(client).code_for(portal)
     rt = redeem(client, portal, code, verifier).get_json()["refresh_token"]
-    results = _race(prod_app, 16, lambda c: c.post("/token", data={"grant_type": "refresh_token", "refresh_token": rt}, headers=basic(portal)))
+    results = _race(
+        prod_app,
+        16,
+        lambda c: c.post("/token", data={"grant_type": "refresh_token", "refresh_token": rt}, headers=basic(portal)),
+    )
     assert results == [200] + [400] * 15
 
 
@@ -85,13 +96,24 @@ def test_losing_redis_state_does_not_reopen_replay(prod_app, redis_url):  # noqa
     client = prod_app.test_client()
     code, verifier = Browser(client).code_for(portal)
     first = redeem(client, portal, code, verifier).get_json()
-    second_rt = client.post("/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, headers=basic(portal)).get_json()
+    second_rt = client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, headers=basic(portal)
+    ).get_json()
     redis.Redis.from_url(redis_url).flushdb()  # what a Redis restart without persistence does
     replay_code = redeem(client, portal, code, verifier)
     assert replay_code.get_json()["error"] == "invalid_grant"
-    replay_rt = client.post("/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, headers=basic(portal))
+    replay_rt = client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, headers=basic(portal)
+    )
     assert replay_rt.get_json()["error"] == "invalid_grant"
-    assert client.post("/token", data={"grant_type": "refresh_token", "refresh_token": second_rt["refresh_token"]}, headers=basic(portal)).get_json()["error"] == "invalid_grant"
+    assert (
+        client.post(
+            "/token",
+            data={"grant_type": "refresh_token", "refresh_token": second_rt["refresh_token"]},
+            headers=basic(portal),
+        ).get_json()["error"]
+        == "invalid_grant"
+    )
 
 
 def test_two_instances_share_sessions(prod_app, tmp_path):

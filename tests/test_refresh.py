@@ -11,7 +11,9 @@ from tests.conftest import basic, redeem
 
 
 def refresh(client, portal, token, **extra):
-    return client.post("/token", data={"grant_type": "refresh_token", "refresh_token": token, **extra}, headers=basic(portal))
+    return client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": token, **extra}, headers=basic(portal)
+    )
 
 
 def tokens_for(browser, client, portal):

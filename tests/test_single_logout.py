@@ -28,8 +28,11 @@ def receiver():
 
 def portal_with(client_id, host, **extra):
     reg = create_client(
-        name=client_id, client_id=client_id, redirect_uris=[f"https://{host}/cb"],
-        post_logout_redirect_uris=[f"https://{host}/bye"], **extra,
+        name=client_id,
+        client_id=client_id,
+        redirect_uris=[f"https://{host}/cb"],
+        post_logout_redirect_uris=[f"https://{host}/bye"],
+        **extra,
     )
     return Portal(client_id, reg.client_secret, f"https://{host}/cb")
 
@@ -51,7 +54,13 @@ def test_logout_at_one_portal_notifies_every_portal(app, browser, client, accoun
     b = portal_with("social", "social.example.gov.cn", backchannel_logout_uri=receiver.url)
     tokens_a, tokens_b = sign_in_both(browser, client, a, b)
     sid = pyjwt.decode(tokens_a["id_token"], options={"verify_signature": False})["sid"]
-    response = client.get("/logout", query_string={"id_token_hint": tokens_a["id_token"], "post_logout_redirect_uri": "https://tax.example.gov.cn/bye"})
+    response = client.get(
+        "/logout",
+        query_string={
+            "id_token_hint": tokens_a["id_token"],
+            "post_logout_redirect_uri": "https://tax.example.gov.cn/bye",
+        },
+    )
     assert response.status_code == 302  # the user never waits on the portals
     assert receiver.received == []
     run_notifier(app)
@@ -86,7 +95,9 @@ def test_logout_ends_the_session_and_its_refresh_tokens(app, browser, client, ac
     b = portal_with("social", "social.example.gov.cn")
     tokens_a, tokens_b = sign_in_both(browser, client, a, b)
     client.get("/logout", query_string={"id_token_hint": tokens_b["id_token"]})
-    refreshed = client.post("/token", data={"grant_type": "refresh_token", "refresh_token": tokens_a["refresh_token"]}, headers=basic(a))
+    refreshed = client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": tokens_a["refresh_token"]}, headers=basic(a)
+    )
     assert refreshed.get_json()["error"] == "invalid_grant"
     _, challenge = pkce_pair()
     silent = browser.authorize(a, prompt="none", code_challenge=challenge, code_challenge_method="S256")
@@ -190,11 +201,20 @@ def test_front_channel_logout_iframes(app, browser, client, account):
     code, verifier = browser.code_for(a)
     id_token = redeem(client, a, code, verifier).get_json()["id_token"]
     sid = pyjwt.decode(id_token, options={"verify_signature": False})["sid"]
-    response = client.get("/logout", query_string={"id_token_hint": id_token, "post_logout_redirect_uri": "https://tax.example.gov.cn/bye", "state": "x"})
+    response = client.get(
+        "/logout",
+        query_string={
+            "id_token_hint": id_token,
+            "post_logout_redirect_uri": "https://tax.example.gov.cn/bye",
+            "state": "x",
+        },
+    )
     assert response.status_code == 200
-    assert f'src="https://tax.example.gov.cn/fc-logout?iss=http%3A%2F%2F127.0.0.1%3A5000&amp;sid={sid}"' in response.text
+    assert (
+        f'src="https://tax.example.gov.cn/fc-logout?iss=http%3A%2F%2F127.0.0.1%3A5000&amp;sid={sid}"' in response.text
+    )
     assert "frame-src https://tax.example.gov.cn" in response.headers["Content-Security-Policy"]
-    assert 'url=https://tax.example.gov.cn/bye?state=x' in response.text
+    assert "url=https://tax.example.gov.cn/bye?state=x" in response.text
 
 
 def test_logout_uris_are_validated_at_registration(app):

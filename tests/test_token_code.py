@@ -37,7 +37,9 @@ def test_access_token_is_rfc9068_jwt(browser, client, portal, account):
 
 
 def test_es256_id_tokens_for_a_client_that_asks(app, browser, client, account):
-    reg = create_client(name="EC portal", client_id="ec", redirect_uris=["https://ec.example/cb"], id_token_signed_response_alg="ES256")
+    reg = create_client(
+        name="EC portal", client_id="ec", redirect_uris=["https://ec.example/cb"], id_token_signed_response_alg="ES256"
+    )
     from tests.conftest import Portal
 
     portal = Portal("ec", reg.client_secret, "https://ec.example/cb")
@@ -55,7 +57,9 @@ def test_code_is_single_use_and_replay_revokes_what_it_issued(browser, client, p
     first = redeem(client, portal, code, verifier).get_json()
     second = redeem(client, portal, code, verifier)
     assert second.status_code == 400 and second.get_json()["error"] == "invalid_grant"
-    refreshed = client.post("/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, headers=basic(portal))
+    refreshed = client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, headers=basic(portal)
+    )
     assert refreshed.get_json()["error"] == "invalid_grant"
     introspected = client.post("/introspect", data={"token": first["access_token"]}, headers=basic(portal))
     assert introspected.get_json() == {"active": False}
@@ -83,7 +87,12 @@ def test_code_bound_to_redirect_uri_and_client(app, browser, client, portal, acc
     code, verifier = browser.code_for(portal)
     wrong = client.post(
         "/token",
-        data={"grant_type": "authorization_code", "code": code, "redirect_uri": "https://portal.example.gov.cn/other", "code_verifier": verifier},
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": "https://portal.example.gov.cn/other",
+            "code_verifier": verifier,
+        },
         headers=basic(portal),
     )
     assert wrong.get_json()["error"] == "invalid_grant"
@@ -105,13 +114,21 @@ def test_pkce_verifier_must_match(browser, client, portal, account):
 
 def test_pkce_challenge_without_verifier_is_refused(browser, client, portal, account):
     code, _ = browser.code_for(portal)
-    response = client.post("/token", data={"grant_type": "authorization_code", "code": code, "redirect_uri": portal.redirect_uri}, headers=basic(portal))
+    response = client.post(
+        "/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": portal.redirect_uri},
+        headers=basic(portal),
+    )
     assert response.get_json()["error"] == "invalid_request"
 
 
 def test_confidential_client_may_skip_pkce(browser, client, portal, account):
     params = browser.follow_to_client(browser.authorize(portal), portal.redirect_uri)
-    response = client.post("/token", data={"grant_type": "authorization_code", "code": params["code"], "redirect_uri": portal.redirect_uri}, headers=basic(portal))
+    response = client.post(
+        "/token",
+        data={"grant_type": "authorization_code", "code": params["code"], "redirect_uri": portal.redirect_uri},
+        headers=basic(portal),
+    )
     assert response.status_code == 200
 
 
@@ -131,7 +148,13 @@ def test_public_client_redeems_with_client_id_only(browser, client, public_porta
     code, verifier = browser.code_for(public_portal)
     response = client.post(
         "/token",
-        data={"grant_type": "authorization_code", "code": code, "redirect_uri": public_portal.redirect_uri, "code_verifier": verifier, "client_id": public_portal.client_id},
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": public_portal.redirect_uri,
+            "code_verifier": verifier,
+            "client_id": public_portal.client_id,
+        },
     )
     assert response.status_code == 200, response.text
     assert "refresh_token" in response.get_json()
@@ -147,7 +170,14 @@ def test_client_secret_post(browser, client, portal, account):
     db.session.commit()
     response = client.post(
         "/token",
-        data={"grant_type": "authorization_code", "code": code, "redirect_uri": portal.redirect_uri, "code_verifier": verifier, "client_id": portal.client_id, "client_secret": portal.secret},
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": portal.redirect_uri,
+            "code_verifier": verifier,
+            "client_id": portal.client_id,
+            "client_secret": portal.secret,
+        },
     )
     assert response.status_code == 200, response.text
 
@@ -163,7 +193,9 @@ def test_wrong_secret_is_invalid_client_401(browser, client, portal, account):
 
 
 def test_client_credentials_token(client, portal):
-    response = client.post("/token", data={"grant_type": "client_credentials", "scope": "openid"}, headers=basic(portal))
+    response = client.post(
+        "/token", data={"grant_type": "client_credentials", "scope": "openid"}, headers=basic(portal)
+    )
     assert response.status_code == 200, response.text
     body = response.get_json()
     assert "refresh_token" not in body and "id_token" not in body
@@ -172,9 +204,15 @@ def test_client_credentials_token(client, portal):
 
 
 def test_grant_type_not_registered_is_unauthorized_client(app, client):
-    reg = create_client(name="Code only", client_id="code-only", redirect_uris=["https://c.example/cb"], grant_types=["authorization_code"])
+    reg = create_client(
+        name="Code only",
+        client_id="code-only",
+        redirect_uris=["https://c.example/cb"],
+        grant_types=["authorization_code"],
+    )
     from tests.conftest import Portal
 
-    response = client.post("/token", data={"grant_type": "client_credentials"}, headers=basic(Portal("code-only", reg.client_secret)))
+    response = client.post(
+        "/token", data={"grant_type": "client_credentials"}, headers=basic(Portal("code-only", reg.client_secret))
+    )
     assert response.get_json()["error"] == "unauthorized_client"
-

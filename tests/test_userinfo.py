@@ -28,7 +28,9 @@ def test_post_with_form_token(client, portal, tokens, account):
 def test_openid_only_scope_returns_only_sub(browser, client, portal, account):
     code, verifier = browser.code_for(portal, scope="openid")
     token = redeem(client, portal, code, verifier).get_json()["access_token"]
-    assert client.get("/userinfo", headers={"Authorization": "Bearer " + token}).get_json() == {"sub": expected_sub(portal, account)}
+    assert client.get("/userinfo", headers={"Authorization": "Bearer " + token}).get_json() == {
+        "sub": expected_sub(portal, account)
+    }
 
 
 def test_no_token_gets_a_bare_challenge(client):
@@ -40,13 +42,17 @@ def test_no_token_gets_a_bare_challenge(client):
 
 def test_two_ways_of_sending_the_token_is_invalid_request(client, tokens):
     response = client.post(
-        "/userinfo", data={"access_token": tokens["access_token"]}, headers={"Authorization": "Bearer " + tokens["access_token"]}
+        "/userinfo",
+        data={"access_token": tokens["access_token"]},
+        headers={"Authorization": "Bearer " + tokens["access_token"]},
     )
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_request"
 
 
 def test_client_credentials_token_is_not_accepted(client, portal):
-    token = client.post("/token", data={"grant_type": "client_credentials"}, headers=basic(portal)).get_json()["access_token"]
+    token = client.post("/token", data={"grant_type": "client_credentials"}, headers=basic(portal)).get_json()[
+        "access_token"
+    ]
     response = client.get("/userinfo", headers={"Authorization": "Bearer " + token})
     assert response.status_code == 401 and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 

@@ -13,7 +13,6 @@ from ..keys import SUPPORTED_ALGS
 from .grants import TOKEN_AUTH_METHODS
 
 
-
 def metadata(settings: Settings) -> dict[str, Any]:
     issuer = settings.issuer
     return {
@@ -42,7 +41,14 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "verified_claims_supported": True,
         "trust_frameworks_supported": [TRUST_FRAMEWORK],
         "evidence_supported": ["electronic_record"],
-        "claims_in_verified_claims_supported": ["name", "gender", "birthdate", "address", "cn_id_number", "cn_id_number_masked"],
+        "claims_in_verified_claims_supported": [
+            "name",
+            "gender",
+            "birthdate",
+            "address",
+            "cn_id_number",
+            "cn_id_number_masked",
+        ],
         "prompt_values_supported": ["none", "login", "consent"],
         "ui_locales_supported": ["zh-CN", "en"],
         "claims_parameter_supported": True,

@@ -8,7 +8,8 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
-from .. import assurance, audit, consent, session as browser_session, throttle
+from .. import assurance, audit, consent, throttle
+from .. import session as browser_session
 from ..db import db
 from ..errors import error_page
 from ..identifiers import InvalidIdentifier, validate_resident_id
@@ -86,7 +87,9 @@ def login() -> Response:
         form.username.data = _login_hint(interaction)
         return _html(render_template("login.html", form=form, client=client, error=None))
     if not form.validate_on_submit():
-        return _html(render_template("login.html", form=form, client=client, error=_("Please fill in both fields.")), 400)
+        return _html(
+            render_template("login.html", form=form, client=client, error=_("Please fill in both fields.")), 400
+        )
     connector = _gateway().connectors.default
     # Checked before the password, keyed by the name as typed: an unknown name
     # is throttled exactly like a real account.
