@@ -141,6 +141,13 @@ def _hash(secret: str) -> str:
     return current_app.extensions["sso"].secret_hasher.hash(secret)  # type: ignore[no-any-return]
 
 
+def _forget(client_id: str) -> None:
+    """This process's cached copy of the registration is stale now (others: client_cache_ttl)."""
+    server = current_app.extensions["sso"].server
+    if server is not None:
+        server.client_cache.invalidate(client_id)
+
+
 def _validate(
     *,
     name: str,
@@ -261,6 +268,7 @@ def create_client(
     db.session.add(client)
     audit.record("client.created", client_id=cid, commit=False, auth_method=method)
     db.session.commit()
+    _forget(cid)
     return Registration(client, secret)
 
 
@@ -339,6 +347,7 @@ def update_client(
     event = "client.updated" if enable is None else ("client.enabled" if enable else "client.disabled")
     audit.record(event, client_id=client_id, commit=False)
     db.session.commit()
+    _forget(client_id)
     return client
 
 
@@ -368,6 +377,7 @@ def rotate_secret(client_id: str) -> str:
     client.client_secret_hash = _hash(secret)
     audit.record("client.secret_rotated", client_id=client_id, commit=False)
     db.session.commit()
+    _forget(client_id)
     return secret
 
 
@@ -391,6 +401,7 @@ def delete_client(client_id: str) -> None:
     db.session.delete(client)
     audit.record("client.deleted", client_id=client_id, commit=False)
     db.session.commit()
+    _forget(client_id)
 
 
 def describe(client: Client) -> dict[str, Any]:

@@ -57,6 +57,10 @@ class Settings:
     key_publish_lead: int = 600
     # How often a process re-reads the key table to pick up rotations from others.
     key_refresh_interval: int = 10
+    # How long a process may use a portal's registration without re-reading it (s):
+    # the bound on how late a change made by another process (disable, delete,
+    # secret rotation, `sso clients ...`) takes effect here. 0: read it every time.
+    client_cache_ttl: int = 5
     # Default ID token algorithm; clients may ask for ES256.
     default_signing_alg: str = "RS256"
     # Reverse proxies in front of the gateway whose X-Forwarded-For is trusted for
@@ -214,6 +218,8 @@ def validate(settings: Settings) -> list[str]:
         problems.append("trusted_proxies must be between 0 and 5")
     if settings.key_publish_lead < 0:
         problems.append("key_publish_lead must not be negative")
+    if not 0 <= settings.client_cache_ttl <= 60:
+        problems.append("client_cache_ttl must be between 0 and 60 seconds")
     if settings.default_signing_alg not in _SUPPORTED_ALGS:
         problems.append(f"default_signing_alg must be one of {', '.join(_SUPPORTED_ALGS)}")
     if settings.redis_url and urlsplit(settings.redis_url).scheme not in (

@@ -85,6 +85,9 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
             "SSO_INSTANCE_PATH": str(tmp_path),
             "SSO_ISSUER": ISSUER,
             "SSO_DEVELOPMENT": "true",
+            # These tests change portals through the command (another process) and expect
+            # the next request to see it; the cache's staleness bound: test_client_cache.py.
+            "SSO_CLIENT_CACHE_TTL": "0",
         }
     )
 

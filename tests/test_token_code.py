@@ -168,6 +168,7 @@ def test_client_secret_post(browser, client, portal, account):
     from sso.db import db
 
     db.session.commit()
+    client.application.extensions["sso"].server.client_cache.invalidate()  # changed behind sso.clients
     response = client.post(
         "/token",
         data={

@@ -21,7 +21,7 @@ from .tokens import make_token_generator
 
 def init_app(app: Flask) -> None:
     gateway = app.extensions["sso"]
-    server = AuthorizationServer()
+    server = AuthorizationServer(client_cache_ttl=gateway.settings.client_cache_ttl)
     server.init_app(app)
     server.register_token_generator("default", make_token_generator())
     server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())

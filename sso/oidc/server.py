@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
@@ -30,15 +31,66 @@ class GatewayIssuer(IssuerParameter):
         return current_app.extensions["sso"].settings.issuer  # type: ignore[no-any-return]
 
 
+class ClientCache:
+    """Portals this process looked up, kept ``ttl`` seconds: no query per token request.
+
+    Entries are detached snapshots (expunged from the request's session, every
+    column loaded), shared read-only between threads.  The staleness bound is
+    ``ttl`` (setting ``client_cache_ttl``): a registration changed by another process
+    — disabled, deleted, secret rotated, by ``sso clients`` or another instance — is
+    seen here at most ``ttl`` seconds later.  Changes made through ``sso.clients``
+    in this process invalidate their entry at once.  Unknown ids are not cached
+    (a new registration is usable at once, and junk ids cannot fill the cache).
+    """
+
+    MAX_ENTRIES = 20_000
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._clock = time.monotonic
+        self._entries: dict[str, tuple[float, Client]] = {}
+
+    def get(self, client_id: str) -> Client | None:
+        entry = self._entries.get(client_id)
+        if entry is None:
+            return None
+        if self._clock() >= entry[0]:
+            self._entries.pop(client_id, None)
+            return None
+        return entry[1]
+
+    def put(self, client: Client) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[client.client_id] = (self._clock() + self.ttl, client)
+
+    def invalidate(self, client_id: str | None = None) -> None:
+        if client_id is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(client_id, None)
+
+
 def query_client(client_id: Any) -> Client | None:
     # A disabled portal does not exist as far as the protocol is concerned.
     if not isinstance(client_id, str) or not client_id or len(client_id) > 64 or not client_id.isprintable():
         # Control characters (NUL) never name a client, and some databases refuse them.
         return None
-    client = db.session.execute(
-        db.select(Client).filter_by(client_id=client_id)
-    ).scalar_one_or_none()
-    if client is None or client.disabled:
+    cache: ClientCache = current_app.extensions["sso"].server.client_cache
+    client = cache.get(client_id)
+    if client is None:
+        client = db.session.execute(
+            db.select(Client).filter_by(client_id=client_id)
+        ).scalar_one_or_none()
+        if client is None:
+            return None
+        # Detached with every column loaded: a commit later in this request cannot
+        # expire it, and other threads may read it.
+        db.session.expunge(client)
+        cache.put(client)
+    if client.disabled:
         return None
     return client
 
@@ -48,8 +100,9 @@ def save_token(token: dict[str, Any], request: Any) -> None:
 
 
 class AuthorizationServer(FlaskAuthorizationServer):
-    def __init__(self) -> None:
+    def __init__(self, client_cache_ttl: float = 0) -> None:
         super().__init__(query_client=query_client, save_token=save_token)
+        self.client_cache = ClientCache(client_cache_ttl)
 
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         # Our own request type: URLs come from the issuer, and a stored

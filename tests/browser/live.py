@@ -39,8 +39,10 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TIMEOUT = 15
 # What every journey gateway runs with: the notifier wakes every second (session
 # expiry, logout retries), and a portal that does not answer is given up after two tries.
+# A portal disabled with the CLI (another process) is refused at the next request: no
+# client cache (its staleness bound, client_cache_ttl, is tested in test_client_cache.py).
 BASE_SETTINGS = {"SSO_DEMO": "true", "SSO_BACKGROUND_INTERVAL": "1", "SSO_LOGOUT_MAX_ATTEMPTS": "2",
-                 "SSO_LOG_FORMAT": "text"}
+                 "SSO_LOG_FORMAT": "text", "SSO_CLIENT_CACHE_TTL": "0"}
 PORTAL_NAMES = {"tax_portal": "电子税务局 Tax service", "social_portal": "社会保障服务 Social-security service"}
 
 

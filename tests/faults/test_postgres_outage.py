@@ -55,7 +55,9 @@ def proxy(pg_url: str) -> Iterator[TcpProxy]:  # noqa: F811
 @pytest.fixture
 def gateway(tmp_path: Path, pg_url: str, proxy: TcpProxy) -> Iterator[Flask]:  # noqa: F811
     proxied = make_url(pg_url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    app = create_app(make_settings(tmp_path, database_url=proxied))
+    # No client cache: every token request below needs the database (with the cache, a
+    # portal looked up less than client_cache_ttl seconds ago is served from memory).
+    app = create_app(make_settings(tmp_path, database_url=proxied, client_cache_ttl=0))
     app.test_client_class = IsolatedClient
     prepare(app)
     with app.app_context():
