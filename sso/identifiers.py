@@ -87,6 +87,12 @@ def mask_credit_code(value: object) -> str:
     return _mask(value, 8, 4)
 
 
+def mask_phone(phone: str | None) -> str:
+    """``138****8000``: enough for the person to recognise their own number."""
+    phone = phone or ""
+    return phone[:3] + "****" + phone[-4:] if len(phone) == 11 else "****"
+
+
 # --- resident identity number -------------------------------------------------
 
 

@@ -36,6 +36,7 @@ from markupsafe import Markup
 from sqlalchemy import delete, func, select, update
 
 from .db import db
+from .identifiers import mask_phone
 from .models import Account, RecoveryCode, SecondFactor
 
 ISSUER = "统一身份认证"  # the name authenticator apps show next to the account
@@ -79,12 +80,6 @@ def _utc(ts: float) -> datetime:
 
 
 # ---- presentation helpers -----------------------------------------------------------
-
-
-def mask_phone(phone: str | None) -> str:
-    """``138****8000``: enough for the person to recognise their number."""
-    phone = phone or ""
-    return phone[:3] + "****" + phone[-4:] if len(phone) == 11 else "****"
 
 
 def account_label(account: Account) -> str:

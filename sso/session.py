@@ -125,6 +125,18 @@ def current() -> BrowserSession | None:
     return found
 
 
+def signed_in() -> tuple[BrowserSession, Any] | tuple[None, None]:
+    """The session and its account, when both exist and the account is active."""
+    from .db import db
+    from .models import Account
+
+    session = current()
+    account = db.session.get(Account, session.account_id) if session else None
+    if session is None or account is None or account.status != "active":
+        return None, None
+    return session, account
+
+
 def _write(session: BrowserSession, response: Response) -> None:
     """Store the session under a fresh handle + secret and set the cookie."""
     handle, secret = new_token(16), new_token(32)

@@ -65,6 +65,14 @@ def load_interaction(uid: str | None) -> dict[str, Any] | None:
     return _gateway().store.get(INTERACTION, uid)  # type: ignore[no-any-return]
 
 
+def interaction_client(interaction: dict[str, Any] | None) -> Client | None:
+    """The portal a stored authorization request is for (for page headings)."""
+    client_id = next((v for k, v in (interaction or {}).get("args", []) if k == "client_id"), None)
+    if client_id is None:
+        return None
+    return db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()  # type: ignore[no-any-return]
+
+
 def update_interaction(uid: str, data: dict[str, Any]) -> None:
     _gateway().store.put(INTERACTION, uid, data, INTERACTION_TTL)
 

@@ -149,16 +149,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         )
         # Committed before any token is issued, so a replay arriving from now on finds it.
         db.session.commit()
-        return Authorization(
-            account=account,
-            grant_id=grant.id,
-            sid=grant.sid,
-            auth_time=grant.auth_time,
-            acr=grant.acr,
-            amr=list(grant.amr or []),
-            nonce=authorization_code.get("nonce"),
-            acting=grant.acting,
-            claims_request=authorization_code.get("claims"),
+        return Authorization.of_grant(
+            grant, account, nonce=authorization_code.get("nonce"), claims_request=authorization_code.get("claims")
         )
 
     def save_token(self, token: dict[str, Any]) -> None:
@@ -254,15 +246,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         account = db.session.get(Account, grant.account_id) if grant.account_id else None
         if account is None:
             return None
-        return Authorization(
-            account=account,
-            grant_id=grant.id,
-            sid=grant.sid,
-            auth_time=grant.auth_time,
-            acr=grant.acr,
-            amr=list(grant.amr or []),
-            acting=grant.acting,
-        )
+        return Authorization.of_grant(grant, account)
 
     def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
         """Already marked used in ``authenticate_user``; commit the new token."""

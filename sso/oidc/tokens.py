@@ -43,6 +43,20 @@ class Authorization:
     def get_user_id(self) -> str:
         return self.account.id
 
+    @classmethod
+    def of_grant(cls, grant: Grant, account: Account, **request_only: Any) -> Authorization:
+        """The end-user side as recorded on the grant (+ nonce/claims of the code exchange)."""
+        return cls(
+            account=account,
+            grant_id=grant.id,
+            sid=grant.sid,
+            auth_time=grant.auth_time,
+            acr=grant.acr,
+            amr=list(grant.amr or []),
+            acting=grant.acting,
+            **request_only,
+        )
+
 
 def _gateway():  # type: ignore[no-untyped-def]
     return current_app.extensions["sso"]

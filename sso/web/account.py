@@ -14,6 +14,7 @@ from .. import session as browser_session
 from ..assurance import BY_ACR, current_level
 from ..db import db
 from ..errors import error_page
+from ..identifiers import mask_phone
 from ..models import Account, AuditEvent, Client, Consent, Grant, utcnow
 from .forms import ActionForm
 from .views import SCOPE_TEXT
@@ -30,24 +31,12 @@ LEVEL_TEXT = {
 }
 
 
-def _signed_in() -> tuple[browser_session.BrowserSession, Account] | None:
-    current = browser_session.current()
-    if current is None:
-        return None
-    account = db.session.get(Account, current.account_id)
-    return (current, account) if account is not None else None
-
-
 def _optional_url(endpoint: str) -> str | None:
     """A link to a page another module provides, if that module is mounted."""
     try:
         return url_for(endpoint)
     except BuildError:
         return None
-
-
-def mask_phone(phone: str | None) -> str | None:
-    return phone[:3] + "****" + phone[-4:] if phone and len(phone) == 11 else phone
 
 
 def _consents(account: Account) -> list[dict[str, Any]]:
@@ -81,15 +70,14 @@ def _recent_sign_ins(account: Account) -> list[AuditEvent]:
 
 @bp.get("/account")
 def overview() -> Response:
-    signed_in = _signed_in()
-    if signed_in is None:
+    current, account = browser_session.signed_in()
+    if current is None or account is None:
         return redirect(url_for("web.login"))  # type: ignore[return-value]
-    current, account = signed_in
     level = BY_ACR.get(current.acr) or current_level(current.amr, account.assurance)
     body = render_template(
         "account.html",
         account=account,
-        phone=mask_phone(account.phone),
+        phone=mask_phone(account.phone) if account.phone else None,
         level=level,
         level_text=str(LEVEL_TEXT.get(level.acr, level.description)),
         session=current,
@@ -104,12 +92,12 @@ def overview() -> Response:
 
 
 def _checked_post() -> tuple[browser_session.BrowserSession, Account] | Response:
-    signed_in = _signed_in()
-    if signed_in is None:
+    current, account = browser_session.signed_in()
+    if current is None or account is None:
         return redirect(url_for("web.login"))  # type: ignore[return-value]
     if not ActionForm().validate_on_submit():
         return error_page(400, "invalid_request", _("The form has expired. Please try again."))
-    return signed_in
+    return current, account
 
 
 @bp.post("/account/consents/revoke")

@@ -30,7 +30,7 @@ from ..connectors.base import RegistryUnavailable
 from ..db import db
 from ..errors import error_page
 from ..identifiers import mask_credit_code, mask_resident_id
-from ..models import Account, AgentAuthorisation, Client
+from ..models import Account, AgentAuthorisation
 from ..oidc import authorize as authorize_flow
 
 bp = Blueprint("enterprise", __name__, template_folder="templates", url_prefix="/enterprise")
@@ -151,28 +151,11 @@ def _today() -> date:
     return (legal.now() + timedelta(hours=8)).date()
 
 
-def _signed_in() -> tuple[browser_session.BrowserSession | None, Account | None]:
-    current = browser_session.current()
-    account = db.session.get(Account, current.account_id) if current else None
-    if account is None or account.status != "active":
-        return None, None
-    return current, account
-
-
 def _to_login(uid: str | None) -> Response:
     args: dict[str, str] = {"principal": "legal"}
     if uid:
         args["interaction"] = uid
     return redirect(url_for("web.login", **args))  # type: ignore[return-value]
-
-
-def _interaction_client(interaction: dict[str, Any] | None) -> Client | None:
-    if not interaction:
-        return None
-    client_id = next((v for k, v in interaction["args"] if k == "client_id"), None)
-    if client_id is None:
-        return None
-    return db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
 
 
 def _needs_legal_scope(interaction: dict[str, Any] | None) -> bool:
@@ -229,7 +212,7 @@ def select() -> Response:
     interaction = authorize_flow.load_interaction(uid) if uid else None
     if uid and interaction is None:
         return error_page(400, "invalid_request", str(EXPIRED_REQUEST))
-    current, account = _signed_in()
+    current, account = browser_session.signed_in()
     if current is None or account is None:
         return _to_login(uid)
 
@@ -243,7 +226,7 @@ def select() -> Response:
         body = render_template(
             "enterprise_select.html",
             form=form,
-            client=_interaction_client(interaction),
+            client=authorize_flow.interaction_client(interaction),
             interaction=uid,
             needs_legal=_needs_legal_scope(interaction),
             choices=[_choice_view(account, c, current.acting) for c in choices],
@@ -344,7 +327,7 @@ def _accounts(ids: set[str]) -> dict[str, Account]:
 @bp.route("/authorisations", methods=["GET", "POST"], endpoint="authorisations")
 def authorisations() -> Response:
     form = PageForm()
-    current, account = _signed_in()
+    current, account = browser_session.signed_in()
     if current is None or account is None:
         return _to_login(None)
     entered: dict[str, Any] = {}

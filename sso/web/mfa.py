@@ -26,9 +26,8 @@ from wtforms.validators import Length
 
 from .. import assurance, audit, mfa, throttle
 from .. import session as browser_session
-from ..db import db
 from ..errors import error_page
-from ..models import Account, Client
+from ..models import Account
 from ..oidc import authorize as authorize_flow
 
 bp = Blueprint("mfa", __name__, template_folder="templates")
@@ -77,21 +76,6 @@ def _format_message(method: str) -> str:
     return _("Enter the 6-digit code.")
 
 
-def _signed_in() -> tuple[browser_session.BrowserSession | None, Account | None]:
-    current = browser_session.current()
-    account = db.session.get(Account, current.account_id) if current else None
-    if account is None or account.status != "active":
-        return None, None
-    return current, account
-
-
-def _interaction_client(interaction: dict[str, Any] | None) -> Client | None:
-    client_id = next((v for k, v in (interaction or {}).get("args", []) if k == "client_id"), None)
-    if client_id is None:
-        return None
-    return db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()  # type: ignore[no-any-return]
-
-
 def _login_url(uid: str) -> str:
     return url_for("web.login", interaction=uid) if uid else url_for("web.login")
 
@@ -126,11 +110,11 @@ def challenge() -> Response:
             )
     elif nxt not in NEXT_PAGES:
         return error_page(400, "invalid_request", _("Open this page from a portal or from your security settings."))
-    current, account = _signed_in()
+    current, account = browser_session.signed_in()
     if current is None or account is None:
         return redirect(_login_url(uid))  # type: ignore[return-value]
     method = mfa.method_for(account)
-    client = _interaction_client(interaction)
+    client = authorize_flow.interaction_client(interaction)
 
     def page(
         shown: str | None, *, error: str | None = None, status: int = 200, headers: dict[str, str] | None = None
@@ -242,7 +226,7 @@ def _needs_step_up_to_change(current: browser_session.BrowserSession, account: A
 
 @bp.route("/mfa/enroll", methods=["GET", "POST"], endpoint="enroll")
 def enroll() -> Response:
-    current, account = _signed_in()
+    current, account = browser_session.signed_in()
     if current is None or account is None:
         return redirect(url_for("web.login"))  # type: ignore[return-value]
     if mfa.confirmed_totp(account.id) is not None:
@@ -282,7 +266,7 @@ def enroll() -> Response:
 
 @bp.get("/mfa", endpoint="manage")
 def manage() -> Response:
-    current, account = _signed_in()
+    current, account = browser_session.signed_in()
     if current is None or account is None:
         return redirect(url_for("web.login"))  # type: ignore[return-value]
     messages = {
@@ -301,7 +285,7 @@ def manage() -> Response:
 
 
 def _changed_factor_guard() -> tuple[Response | None, Account | None]:
-    current, account = _signed_in()
+    current, account = browser_session.signed_in()
     if current is None or account is None:
         return redirect(url_for("web.login")), None  # type: ignore[return-value]
     if not ActionForm().validate_on_submit():

@@ -39,7 +39,7 @@ from ..accounts import PHONE, VerificationFailed, find_by_id_number, register_ci
 from ..crypto import new_token
 from ..db import db
 from ..errors import error_page
-from ..identifiers import mask_resident_id
+from ..identifiers import mask_phone, mask_resident_id
 from ..models import Account, Client
 from ..oidc import authorize as authorize_flow
 
@@ -113,11 +113,6 @@ def _html(body: str, status: int = 200, headers: dict[str, str] | None = None) -
     if headers:
         response.headers.update(headers)
     return response
-
-
-def mask_phone(phone: str) -> str:
-    """``138****8000``: enough for the person to recognise their number."""
-    return phone[:3] + "****" + phone[-4:] if len(phone) == 11 else "****"
 
 
 def normalise_id_number(value: str) -> str:

@@ -13,7 +13,7 @@ from .. import session as browser_session
 from ..db import db
 from ..errors import error_page
 from ..identifiers import InvalidIdentifier, validate_resident_id
-from ..models import Account, Client
+from ..models import Account
 from ..oidc import authorize as authorize_flow
 from .forms import ConsentForm, LoginForm
 
@@ -38,15 +38,6 @@ def _gateway():  # type: ignore[no-untyped-def]
 
 def _html(body: str, status: int = 200) -> Response:
     return Response(body, status=status, mimetype="text/html")
-
-
-def _interaction_client(interaction: dict | None) -> Client | None:  # type: ignore[type-arg]
-    if not interaction:
-        return None
-    client_id = next((v for k, v in interaction["args"] if k == "client_id"), None)
-    if client_id is None:
-        return None
-    return db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
 
 
 @bp.get("/")
@@ -81,7 +72,7 @@ def login() -> Response:
     interaction = authorize_flow.load_interaction(uid) if uid else None
     if uid and interaction is None:
         return error_page(400, "invalid_request", _("This sign-in request has expired. Start again from the portal."))
-    client = _interaction_client(interaction)
+    client = authorize_flow.interaction_client(interaction)
     if request.method == "GET":
         form.interaction.data = uid or ""
         form.username.data = _login_hint(interaction)
@@ -132,7 +123,7 @@ def consent_page() -> Response:
         return error_page(400, "invalid_request", _("This sign-in request has expired. Start again from the portal."))
     if current is None:
         return redirect(url_for("web.login", interaction=uid))  # type: ignore[return-value]
-    client = _interaction_client(interaction)
+    client = authorize_flow.interaction_client(interaction)
     if client is None:
         return error_page(400, "invalid_client", _("This portal is not available."))
     scopes = next((v for k, v in interaction["args"] if k == "scope"), "").split()
