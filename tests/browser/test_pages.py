@@ -88,3 +88,21 @@ def test_stylesheet_is_served_and_applied(page, gateway):
     # The header bar takes its colour from our own stylesheet (no CDN).
     colour = page.evaluate("getComputedStyle(document.querySelector('header.top')).backgroundColor")
     assert colour == "rgb(179, 38, 30)"
+
+
+def test_admin_statistics_page(page, gateway):
+    from sso.connectors.local import create_account
+    from sso.db import db
+
+    with gateway.app.app_context():
+        admin = create_account("operator", "operator-password", "运维管理员")
+        admin.is_admin = True
+        db.session.commit()
+    page.goto(gateway.url + "/login")
+    page.fill("input[name=username]", "operator")
+    page.fill("input[name=password]", "operator-password")
+    page.click("form#login-form button[type=submit]")
+    page.goto(gateway.url + "/admin/stats")
+    assert page.locator("svg[role=img]").count() >= 1  # charts drawn server-side, no script
+    assert page.locator("table").count() >= 1  # every chart has its data table
+    screenshot(page, "admin-stats")

@@ -1,0 +1,60 @@
+"""Legal-person pages in a real browser: the enterprise sign-in tab, choosing, agent authorisations."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from sso.accounts import register_citizen, verify_real_name
+from sso.connectors.demo_data import DEMO_AGENT, DEMO_CITIZEN
+from tests.browser.conftest import screenshot
+
+PASSWORDS = {DEMO_CITIZEN.name: "Zhang-San-2026", DEMO_AGENT.name: "Zhao-Min-2026"}
+
+
+def register(gateway: Any, person: Any) -> None:
+    with gateway.app.app_context():
+        register_citizen(verify_real_name(person.name, person.id_number), PASSWORDS[person.name], person.phone)
+
+
+def sign_in(page: Any, gateway: Any, person: Any, *, legal: bool) -> None:
+    page.goto(gateway.url + "/login?lang=en")
+    if legal:
+        page.click("#legal-login-link")
+    page.fill("input[name=username]", person.phone)
+    page.fill("input[name=password]", PASSWORDS[person.name])
+    page.click("form#login-form button[type=submit]")
+
+
+def test_enterprise_tab_then_choice_then_agent_authorisation(page, gateway):
+    register(gateway, DEMO_CITIZEN)
+    register(gateway, DEMO_AGENT)
+    sign_in(page, gateway, DEMO_CITIZEN, legal=True)
+    page.wait_for_url("**/enterprise/select**")
+    body = page.content()
+    assert "北京示范科技有限公司" in body and DEMO_CITIZEN.id_number not in body
+    assert "91110101MA00DEM14K" not in body  # credit codes are shown masked
+    screenshot(page, "enterprise-select")
+    page.click("form#enterprise-form button[name=choice]")
+    screenshot(page, "enterprise-chosen")
+
+    page.goto(gateway.url + "/enterprise/authorisations?lang=en")
+    page.fill("#agent_name", DEMO_AGENT.name)
+    page.fill("#agent_id_number", DEMO_AGENT.id_number)
+    page.check("input[name=roles][value=tax_filing]")
+    today = date.today()
+    page.fill("#valid_from", today.isoformat())
+    page.fill("#valid_until", (today + timedelta(days=90)).isoformat())
+    page.click("form#grant-form button[type=submit]")
+    body = page.content()
+    assert DEMO_AGENT.id_number not in body
+    assert "赵敏" in body
+    screenshot(page, "enterprise-authorisations-granted")
+
+
+def test_pages_fit_a_phone(phone_page, gateway):
+    register(gateway, DEMO_CITIZEN)
+    sign_in(phone_page, gateway, DEMO_CITIZEN, legal=True)
+    phone_page.wait_for_url("**/enterprise/select**")
+    assert phone_page.evaluate("document.documentElement.scrollWidth") <= 375
+    screenshot(phone_page, "enterprise-select-phone")
