@@ -41,8 +41,13 @@ TIMEOUT = 15
 # expiry, logout retries), and a portal that does not answer is given up after two tries.
 # A portal disabled with the CLI (another process) is refused at the next request: no
 # client cache (its staleness bound, client_cache_ttl, is tested in test_client_cache.py).
-BASE_SETTINGS = {"SSO_DEMO": "true", "SSO_BACKGROUND_INTERVAL": "1", "SSO_LOGOUT_MAX_ATTEMPTS": "2",
-                 "SSO_LOG_FORMAT": "text", "SSO_CLIENT_CACHE_TTL": "0"}
+BASE_SETTINGS = {
+    "SSO_DEMO": "true",
+    "SSO_BACKGROUND_INTERVAL": "1",
+    "SSO_LOGOUT_MAX_ATTEMPTS": "2",
+    "SSO_LOG_FORMAT": "text",
+    "SSO_CLIENT_CACHE_TTL": "0",
+}
 PORTAL_NAMES = {"tax_portal": "电子税务局 Tax service", "social_portal": "社会保障服务 Social-security service"}
 
 
@@ -109,16 +114,30 @@ class Site:
         secret = None
         for attempt in range(3):
             base = f"http://127.0.0.1:{free_port()}"
-            uris = ["--redirect-uri", base + "/callback", "--post-logout-redirect-uri", base + "/",
-                    "--backchannel-logout-uri", base + "/backchannel-logout"]
+            uris = [
+                "--redirect-uri",
+                base + "/callback",
+                "--post-logout-redirect-uri",
+                base + "/",
+                "--backchannel-logout-uri",
+                base + "/backchannel-logout",
+            ]
             if secret is None:
                 create = ["clients", "create", "--client-id", client_id, "--name", name, "--scope", DEMO_PORTAL_SCOPE]
                 secret = json.loads(self.gateway.cli(*create, *uris, "--json"))["client_secret"]
             else:  # the port was taken meanwhile: follow the new one
                 self.gateway.cli("clients", "update", client_id, *uris)
             log = self.instance / f"{client_id}-{attempt}.log"
-            command = [sys.executable, str(EXAMPLES / app / "app.py"), "--issuer", self.issuer,
-                       "--client-id", client_id, "--port", base.rsplit(":", 1)[1]]
+            command = [
+                sys.executable,
+                str(EXAMPLES / app / "app.py"),
+                "--issuer",
+                self.issuer,
+                "--client-id",
+                client_id,
+                "--port",
+                base.rsplit(":", 1)[1],
+            ]
             env = {**self.gateway.env, "PORTAL_CLIENT_SECRET": secret}  # not on the command line
             with log.open("wb") as out:
                 proc = Popen(command, env=env, stdin=DEVNULL, stdout=out, stderr=STDOUT)
@@ -182,8 +201,9 @@ class Citizen:
     phone: str
 
 
-ZHANG_SAN = Citizen(DEMO_CITIZEN.name, DEMO_CITIZEN.id_number, DEMO_CITIZEN_PASSWORDS[DEMO_CITIZEN.name],
-                    DEMO_CITIZEN.phone)
+ZHANG_SAN = Citizen(
+    DEMO_CITIZEN.name, DEMO_CITIZEN.id_number, DEMO_CITIZEN_PASSWORDS[DEMO_CITIZEN.name], DEMO_CITIZEN.phone
+)
 ZHAO_MIN = Citizen(DEMO_AGENT.name, DEMO_AGENT.id_number, DEMO_CITIZEN_PASSWORDS[DEMO_AGENT.name], DEMO_AGENT.phone)
 
 

@@ -129,9 +129,17 @@ def silent_authorize(page: Any, site: Site, portal: LivePortal) -> tuple[dict[st
     """
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    sent = {"client_id": portal.client_id, "response_type": "code", "redirect_uri": portal.callback,
-            "scope": "openid profile", "state": secrets.token_urlsafe(12), "nonce": secrets.token_urlsafe(12),
-            "prompt": "none", "code_challenge": challenge, "code_challenge_method": "S256"}
+    sent = {
+        "client_id": portal.client_id,
+        "response_type": "code",
+        "redirect_uri": portal.callback,
+        "scope": "openid profile",
+        "state": secrets.token_urlsafe(12),
+        "nonce": secrets.token_urlsafe(12),
+        "prompt": "none",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     made: list[Any] = []
 
     def record(request: Any) -> None:
@@ -174,7 +182,9 @@ def test_single_sign_on_and_single_logout_across_both_portals(site: Site, page: 
     assert path_of(page.url) == "/consent"
     assert tax.name in page.locator("h1").inner_text()
     assert sorted(page.locator("ul.scopes li").evaluate_all("els => els.map(e => e.dataset.scope)")) == [
-        "openid", "profile"]
+        "openid",
+        "profile",
+    ]
     screenshot(page, "journey-03-gateway-consent-tax")
     allow(page)
 
@@ -254,9 +264,15 @@ def test_prompt_none_answers_without_showing_a_page(site: Site, phone_page: Any,
     # A real code of this session: the portal's registration redeems it (PKCE) for 赵敏's ID token.
     meta = requests.get(site.issuer + "/.well-known/openid-configuration", timeout=TIMEOUT).json()
     token = requests.post(
-        meta["token_endpoint"], auth=(social.client_id, social.secret), timeout=TIMEOUT,
-        data={"grant_type": "authorization_code", "code": params["code"], "redirect_uri": social.callback,
-              "code_verifier": sent["code_verifier"]},
+        meta["token_endpoint"],
+        auth=(social.client_id, social.secret),
+        timeout=TIMEOUT,
+        data={
+            "grant_type": "authorization_code",
+            "code": params["code"],
+            "redirect_uri": social.callback,
+            "code_verifier": sent["code_verifier"],
+        },
     )
     assert token.status_code == 200, token.text
     id_token = verify_id_token(meta, token.json()["id_token"], client_id=social.client_id)
