@@ -46,7 +46,9 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
 
     # No app-level static route: it would shadow the pages blueprint's /static.
     app = Flask(__name__, static_folder=None)
-    engine_options: dict[str, Any] = {"pool_pre_ping": True}
+    # No ping on every checkout: sso.db.check_idle_connections pings only connections
+    # that sat idle in the pool (the round trip was one per request, or more).
+    engine_options: dict[str, Any] = {"pool_pre_ping": False}
     if settings.resolved_database_url.startswith("postgresql"):
         # An unreachable database host fails a request in seconds (503), not minutes.
         engine_options["connect_args"] = {"connect_timeout": 5}
@@ -67,6 +69,8 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     db_module.db.init_app(app)
+    with app.app_context():
+        db_module.check_idle_connections(db_module.db.engine)
 
     box = SecretBox(kek)
     gateway = Gateway(

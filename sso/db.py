@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -38,6 +40,35 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:  # type: ignor
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.close()
+
+
+# A pooled connection that sat unused for longer than this is checked (the dialect's
+# ping, SELECT 1) before it is handed out; one used more recently is trusted, so a
+# busy worker does not pay a round trip per request (pgbouncer's server_check_delay,
+# same idea).  A connection the database dropped in between (a restart right under
+# load) fails its request with a 503 (sso.errors), and that first disconnect makes
+# SQLAlchemy discard every older pooled connection: the next request reconnects.
+IDLE_CHECK_SECONDS = 10.0
+_CHECKED_IN = "sso_checked_in"
+
+
+def check_idle_connections(engine: Engine) -> None:
+    """Pessimistic disconnect handling for connections idle in the pool, not for busy ones."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        last = record.info.get(_CHECKED_IN)
+        if last is None or time.monotonic() - last < IDLE_CHECK_SECONDS:
+            return  # just opened, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # noqa: BLE001 - any failure: this connection is gone
+            # The pool discards it and hands out another (a new one if need be).
+            raise exc.DisconnectionError() from error
 
 
 def alembic_config(url: str):  # type: ignore[no-untyped-def]

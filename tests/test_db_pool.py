@@ -1,0 +1,62 @@
+"""Pooled connections are pinged only after sitting idle (sso.db.check_idle_connections)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import QueuePool
+
+from sso import db as db_module
+
+
+@pytest.fixture
+def engine(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    engine = create_engine(f"sqlite:///{tmp_path / 'pool.sqlite3'}", poolclass=QueuePool, pool_size=1)
+    db_module.check_idle_connections(engine)
+    pings: list[int] = []
+    real = engine.dialect.do_ping
+
+    def counting(dbapi_connection: Any) -> bool:
+        pings.append(1)
+        return bool(real(dbapi_connection))
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counting)
+    engine.pings = pings  # type: ignore[attr-defined]
+    yield engine
+    engine.dispose()
+
+
+def _use(engine: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT 1")).scalar_one())
+
+
+def test_busy_connections_are_not_pinged_idle_ones_are(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(db_module.time, "monotonic", lambda: clock[0])
+    for _ in range(5):
+        _use(engine)
+        clock[0] += 1
+    assert engine.pings == []  # a new connection, then one reused within seconds
+    clock[0] += db_module.IDLE_CHECK_SECONDS
+    _use(engine)
+    assert engine.pings == [1]
+
+
+def test_a_dead_idle_connection_is_replaced_not_handed_out(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(db_module.time, "monotonic", lambda: clock[0])
+    _use(engine)
+    first = engine.pool._pool.queue[0].dbapi_connection
+    clock[0] += db_module.IDLE_CHECK_SECONDS + 1
+
+    def dead(dbapi_connection: Any) -> bool:
+        if dbapi_connection is first:
+            raise OSError("server closed the connection")
+        return True
+
+    monkeypatch.setattr(engine.dialect, "do_ping", dead)
+    assert _use(engine) == 1  # the pool discarded the dead one and opened another
+    assert engine.pool._pool.queue[0].dbapi_connection is not first
