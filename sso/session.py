@@ -170,8 +170,12 @@ def _naive_utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC).replace(tzinfo=None)
 
 
-def _sync_record(session: BrowserSession) -> None:
-    """Bring the durable SessionRecord (single-logout index) up to date."""
+def _sync_record(session: BrowserSession, *, commit: bool = True) -> None:
+    """Bring the durable SessionRecord (single-logout index) up to date.
+
+    One UPDATE when the record exists (every time but the first); with
+    ``commit=False`` the caller commits it with its own changes.
+    """
     from datetime import timedelta
 
     from .db import db
@@ -179,29 +183,43 @@ def _sync_record(session: BrowserSession) -> None:
 
     settings = _gw().settings
     now = utcnow()
-    record = db.session.get(SessionRecord, session.sid)
-    if record is None:
-        record = SessionRecord(
-            sid=session.sid,
-            account_id=session.account_id,
-            created_at=now,
-            absolute_expires_at=_naive_utc(session.created_at + settings.session_absolute_timeout),
-            user_agent=session.user_agent,
-            ip=session.ip,
+    changes = {
+        "handle": session.handle,
+        "clients": list(session.clients),
+        "last_seen_at": now,
+        "expires_at": now + timedelta(seconds=_ttl(session)),
+    }
+    updated = db.session.execute(
+        db.update(SessionRecord)
+        .where(SessionRecord.sid == session.sid)
+        .values(**changes)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not updated:
+        db.session.add(
+            SessionRecord(
+                sid=session.sid,
+                account_id=session.account_id,
+                created_at=now,
+                absolute_expires_at=_naive_utc(session.created_at + settings.session_absolute_timeout),
+                user_agent=session.user_agent,
+                ip=session.ip,
+                **changes,
+            )
         )
-        db.session.add(record)
-    record.handle = session.handle
-    record.clients = list(session.clients)
-    record.last_seen_at = now
-    record.expires_at = now + timedelta(seconds=_ttl(session))
-    db.session.commit()
+    if commit:
+        db.session.commit()
     session.synced_at = int(time.time())
 
 
-def save(session: BrowserSession) -> None:
-    """Persist changes (a portal joined, ...) under the current handle."""
+def save(session: BrowserSession, *, commit: bool = True) -> None:
+    """Persist changes (a portal joined, ...) under the current handle.
+
+    ``commit=False``: the record's update waits for the caller's commit (the store
+    is written now; a portal recorded there but not in the record had no code yet).
+    """
     if session.handle:
-        _sync_record(session)
+        _sync_record(session, commit=commit)
         _store().put(KIND, session.handle, session.to_dict(), _ttl(session))
 
 

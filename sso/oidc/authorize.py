@@ -222,7 +222,13 @@ def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None) 
 
     assert session is not None and end_user is not None
     response = server.create_authorization_response(oauth_request, grant_user=end_user, grant=grant)
-    if response.status_code == 302 and "code" in parse_qs(urlsplit(response.location or "").query):
+    issued = response.status_code == 302 and "code" in parse_qs(urlsplit(response.location or "").query)
+    if response.status_code == 302 and client.client_id not in session.clients:
+        session.clients.append(client.client_id)
+        # The session record's row first, the audit chain's head after (the chain's lock
+        # order), and one commit for both when a code was issued.
+        browser_session.save(session, commit=not issued)
+    if issued:
         # A sign-in at this portal (the statistics count these): who, at what level, as whom.
         audit.record(
             "authorize.code_issued",
@@ -232,9 +238,6 @@ def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None) 
             principal="legal" if session.acting else "natural",
             sid=session.sid,
         )
-    if response.status_code == 302 and client.client_id not in session.clients:
-        session.clients.append(client.client_id)
-        browser_session.save(session)
     if interaction_id:
         _gateway().store.delete(INTERACTION, interaction_id)
     return response  # type: ignore[no-any-return]
