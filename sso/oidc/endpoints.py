@@ -41,12 +41,23 @@ def validate_access_token(token: str) -> dict[str, Any] | None:
     if not isinstance(exp, int) or exp <= now or not isinstance(nbf, int) or nbf > now + 30:
         return None
     jti = claims.get("jti")
-    if not isinstance(jti, str) or db.session.get(RevokedAccessToken, jti) is not None:
+    if not isinstance(jti, str):
         return None
+    revoked = db.exists().where(RevokedAccessToken.jti == jti)
     gid = claims.get("gid")
-    if gid is not None:
-        grant = db.session.get(Grant, gid) if isinstance(gid, str) else None
-        if grant is None or grant.revoked_at is not None:
+    if gid is None:
+        if db.session.execute(db.select(revoked)).scalar():
+            return None
+    else:
+        # One round trip: the grant (kept in the session for the caller) and the
+        # revocation list together.
+        row = db.session.execute(db.select(Grant, revoked).where(Grant.id == gid)).first() if isinstance(
+            gid, str
+        ) else None
+        if row is None or row[1]:
+            return None
+        grant = row[0]
+        if grant.revoked_at is not None:
             return None
         if "cn_legal_person" in claims:
             # A token naming an enterprise is active only while its holder may still act

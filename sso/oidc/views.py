@@ -159,10 +159,11 @@ def userinfo() -> Response:
     scopes = str(claims.get("scope", "")).split()
     if "openid" not in scopes:
         return _bearer_error(403, "insufficient_scope", "The token lacks the openid scope.")
-    client = db.session.execute(db.select(Client).filter_by(client_id=claims["client_id"])).scalar_one_or_none()
-    grant = db.session.get(Grant, claims["gid"])  # active: validate_access_token checked it
+    # Disabled portals are None here: their unexpired tokens stop working (within
+    # client_cache_ttl of the change, sso.oidc.server.ClientCache).
+    client = _gateway().server.query_client(claims["client_id"])
+    grant = db.session.get(Grant, claims["gid"])  # loaded by validate_access_token: no query
     account = db.session.get(Account, grant.account_id) if grant and grant.account_id else None
-    # A disabled portal's unexpired tokens stop working at once.
     if client is None or client.disabled or account is None or account.status != "active":
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
     response = jsonify(user_claims(account, client, scopes, grant.acting))
