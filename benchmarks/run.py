@@ -65,7 +65,6 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -237,7 +236,8 @@ def start_profile(server: Server, profile: Path | None, duration: int) -> subpro
     profile.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         ["taskset", "-c", LOAD_CORE, spy, "record", "--pid", str(server.worker_pids[0]), "--duration",
-         str(max(duration - 1, 1)), "--rate", "250", "--gil", "--format", "raw", "--output", str(profile), "--nonblocking"],
+         str(max(duration - 1, 1)), "--rate", "250", "--gil", "--format", "raw", "--output", str(profile),
+         "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
@@ -914,7 +914,7 @@ def portals_scale(gw: Gateway, server: Server, args: argparse.Namespace) -> list
             t0 = time.monotonic()
             add_portals(gw, total)
             log(f"registered {total:,} portals in {time.monotonic() - t0:.0f} s")
-        for rnd in range(max(args.rounds, 1)):
+        for _ in range(max(args.rounds, 1)):
             for name in ("client_credentials", "introspection"):
                 r = scenario(name, (gw, server), "gateway", args, profile=None)
                 out.setdefault(f"{name}@{total}", []).append(r)

@@ -99,8 +99,9 @@ def test_unknown_ids_are_not_cached_and_new_portals_work_at_once(two: tuple[Flas
     assert _token(http, "not-yet", "x") == 401
     assert serving.extensions["sso"].server.client_cache.get("not-yet") is None
     with admin.app_context():
-        reg = create_client(name="Late", redirect_uris=[], grant_types=["client_credentials"], scope="profile",
-                            client_id="not-yet")
+        reg = create_client(
+            name="Late", redirect_uris=[], grant_types=["client_credentials"], scope="profile", client_id="not-yet"
+        )
     assert _token(http, "not-yet", reg.client_secret or "") == 200
 
 

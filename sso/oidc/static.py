@@ -51,8 +51,12 @@ def _headers(etag: str, max_age: int) -> list[tuple[str, str]]:
 class StaticDocuments:
     """WSGI middleware: the discovery document and the JWKS, without the Flask stack."""
 
-    def __init__(self, wsgi_app: Callable[..., Iterable[bytes]], discovery: Callable[[], tuple[bytes, str]],
-                 jwks: Callable[[], tuple[bytes, str]]) -> None:
+    def __init__(
+        self,
+        wsgi_app: Callable[..., Iterable[bytes]],
+        discovery: Callable[[], tuple[bytes, str]],
+        jwks: Callable[[], tuple[bytes, str]],
+    ) -> None:
         self.wsgi_app = wsgi_app
         self._routes: dict[str, tuple[str, Callable[[], tuple[bytes, str]], int]] = {
             JWKS_PATH: ("oidc.jwks", jwks, JWKS_MAX_AGE),
@@ -101,6 +105,7 @@ class StaticDocuments:
         except Exception:  # noqa: BLE001 - metrics must never fail a request
             log.exception("could not record request metrics")
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s %d", method, endpoint, code,
-                      extra={"status": code, "duration_ms": round(seconds * 1000, 2)})
+            log.debug(
+                "%s %s %d", method, endpoint, code, extra={"status": code, "duration_ms": round(seconds * 1000, 2)}
+            )
         return [out] if method == "GET" else []
