@@ -130,6 +130,14 @@ def main(ctx: click.Context, config: str | None) -> None:
     is_flag=True,
     help="With --production: accept SQLite and the in-process store (one worker, one machine).",
 )
+@click.option(
+    "--server",
+    "wsgi_server",
+    type=click.Choice(["gunicorn", "granian"]),
+    default="gunicorn",
+    show_default=True,
+    help="With --production: the WSGI server (granian: faster, wedged workers end themselves after --timeout).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -140,15 +148,16 @@ def serve(
     threads: int | None,
     timeout: int,
     allow_embedded: bool,
+    wsgi_server: str,
 ) -> None:
     """Run the gateway: Flask's threaded server, or gunicorn with --production."""
     from . import logs
 
     if production:
-        _serve_production(ctx, host, port, workers, threads, timeout, allow_embedded)
+        _serve_production(ctx, host, port, workers, threads, timeout, allow_embedded, wsgi_server)
         return
-    if workers is not None or threads is not None or allow_embedded:
-        _fail("--workers, --threads and --allow-embedded apply only with --production")
+    if workers is not None or threads is not None or allow_embedded or wsgi_server != "gunicorn":
+        _fail("--workers, --threads, --server and --allow-embedded apply only with --production")
     app = build_app(ctx)
     settings = app.extensions["sso"].settings
     logs.configure(settings.log_format, settings.log_level)
@@ -166,6 +175,7 @@ def _serve_production(
     threads: int | None,
     timeout: int,
     allow_embedded: bool,
+    wsgi_server: str = "gunicorn",
 ) -> None:
     import logging
 
@@ -195,9 +205,10 @@ def _serve_production(
             close()
         threads = threads or server.DEFAULT_THREADS
         logging.getLogger("sso.server").info(
-            "gateway at %s: gunicorn, %d worker(s) x %d threads", settings.issuer, workers, threads
+            "gateway at %s: %s, %d worker(s) x %d threads", settings.issuer, wsgi_server, workers, threads
         )
-        server.run(settings, host=host, port=port, workers=workers, threads=threads, timeout=timeout)
+        serve_with = server.run_granian if wsgi_server == "granian" else server.run
+        serve_with(settings, host=host, port=port, workers=workers, threads=threads, timeout=timeout)
 
 
 @main.command()

@@ -21,19 +21,22 @@ from __future__ import annotations
 
 import os
 
-from . import create_app, logs
+from . import create_app, logs, watchdog
 from .db import db
 
 app = create_app()
 _settings = app.extensions["sso"].settings
 logs.configure(_settings.log_format, _settings.log_level)
 app.extensions["sso_notifier"].start()  # back-channel logouts, session expiry: one per process
+# Under granian (`sso serve --production --server granian`): a wedged worker ends itself.
+watchdog.start(float(os.environ.get(watchdog.ENV) or 0))
 
 
 def _after_fork_in_child() -> None:
     with app.app_context():
         db.engine.dispose(close=False)  # the parent's sockets stay the parent's
     app.extensions["sso_notifier"].start()  # the parent's thread did not come along
+    watchdog.start(float(os.environ.get(watchdog.ENV) or 0))  # neither did the watchdog
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
