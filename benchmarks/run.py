@@ -503,13 +503,14 @@ def add_portals(gw: Gateway, total: int) -> None:
             db.session.commit()
 
 
-def start_gateway(gw: Gateway, backend: str, threads: int) -> Server:
+def start_gateway(gw: Gateway, backend: str, threads: int, wsgi_server: str = "gunicorn") -> Server:
     port = gw.port
     env = gw.env
     cmd = [str(BIN / "sso"), "serve", "--production", "--workers", "1", "--threads", str(threads),
            "--port", str(port)]
     if backend == "embedded":
         cmd.append("--allow-embedded")
+    cmd += ["--server", wsgi_server]
     log_file = open(gw.workdir / "gateway.log", "ab")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *cmd], env=env, stdout=log_file, stderr=log_file,
                             cwd=gw.workdir)
@@ -799,6 +800,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
     parser.add_argument("--backend", choices=["production", "embedded"], default="production")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads in the one worker (default 4)")
+    parser.add_argument("--wsgi-server", choices=["gunicorn", "granian"], default="gunicorn",
+                        help="sso serve --production --server ... (default gunicorn)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--login-users", type=int, default=8, help="virtual browsers for 'login' (default 8)")
     parser.add_argument("--sessions", type=int, default=20_000, help="SSO sessions in the store (default 20,000)")
@@ -825,7 +828,7 @@ def main() -> None:
     theirs: dict[str, list[Result]] = {}
     extra: list[str] = []
     try:
-        server = start_gateway(gw, args.backend, args.threads)
+        server = start_gateway(gw, args.backend, args.threads, args.wsgi_server)
         folder = None if args.no_node else node_folder()
         wanted_node = [s for s in scenarios if s in ISSUE_NODE or s == "userinfo"]
         if folder is not None and wanted_node:
@@ -878,7 +881,8 @@ def main() -> None:
         return sorted(results, key=lambda r: r.rate)[len(results) // 2]
 
     print()
-    print(f"backend {args.backend}; gateway: gunicorn 1 worker x {args.threads} threads on core {SERVER_CORE}; "
+    print(f"backend {args.backend}; gateway: sso serve --production --server {args.wsgi_server}, 1 worker x "
+          f"{args.threads} threads on core {SERVER_CORE}; "
           f"load on core {LOAD_CORE}: wrk -c{args.connections} (refresh: -tN -cN), {args.duration} s per run, "
           f"median of {args.rounds}")
     print()

@@ -1,5 +1,5 @@
-// node-oidc-provider 9, the reference of benchmarks/run.py: in-memory store (the
-// library's default adapter), no password hashing, static clients, one RS256 key.
+// node-oidc-provider 9, the reference of benchmarks/run.py: in-memory store (Maps,
+// below), no password hashing, static clients, one RS256 key.
 //
 //   PORT=5100 BENCH_PORTALS=5 node provider.mjs      (run.py installs and starts it)
 //
@@ -18,6 +18,48 @@ const portals = Number(process.env.BENCH_PORTALS || 5);
 const issuer = `http://127.0.0.1:${port}`;
 const secret = 'bench-secret-0123456789abcdef0123456789abcdef';
 const redirect = 'http://127.0.0.1:9/cb';
+
+// The library's own development adapter is an LRU of 1,000 entries: under load it
+// evicts live sessions, grants and tokens (errors that are not the provider's cost).
+// This one keeps everything in Maps for the few minutes a run lasts.
+const stores = new Map();
+const byGrant = new Map();
+const byUid = new Map();
+class MemoryAdapter {
+  constructor(name) {
+    this.name = name;
+    if (!stores.has(name)) stores.set(name, new Map());
+    this.store = stores.get(name);
+  }
+
+  async upsert(id, payload) {
+    this.store.set(id, payload);
+    if (payload.grantId) {
+      const ids = byGrant.get(payload.grantId) || [];
+      ids.push([this.store, id]);
+      byGrant.set(payload.grantId, ids);
+    }
+    if (payload.uid) byUid.set(`${this.name}:${payload.uid}`, id);
+  }
+
+  async find(id) { return this.store.get(id); }
+
+  async findByUid(uid) { return this.store.get(byUid.get(`${this.name}:${uid}`)); }
+
+  async findByUserCode() { return undefined; }
+
+  async consume(id) {
+    const payload = this.store.get(id);
+    if (payload) payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) { this.store.delete(id); }
+
+  async revokeByGrantId(grantId) {
+    for (const [store, id] of byGrant.get(grantId) || []) store.delete(id);
+    byGrant.delete(grantId);
+  }
+}
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const jwk = { ...privateKey.export({ format: 'jwk' }), alg: 'RS256', use: 'sig', kid: 'bench-rs256' };
@@ -43,6 +85,7 @@ for (let i = 0; i < portals; i += 1) {
 }
 
 const provider = new Provider(issuer, {
+  adapter: MemoryAdapter,
   clients,
   jwks: { keys: [jwk] },
   cookies: { keys: ['bench-cookie-key-0123456789abcdef'] },
