@@ -43,6 +43,21 @@ class Authorization:
     def get_user_id(self) -> str:
         return self.account.id
 
+    def session_claims(self, scope: str) -> dict[str, Any]:
+        """What both ID and access tokens say about the sign-in (and the acting enterprise)."""
+        claims: dict[str, Any] = {}
+        if self.auth_time:
+            claims["auth_time"] = self.auth_time
+        if self.acr:
+            claims["acr"] = self.acr
+        if self.amr:
+            claims["amr"] = self.amr
+        if self.sid:
+            claims["sid"] = self.sid
+        if self.acting and "cn_legal_person" in scope.split():
+            claims["cn_legal_person"] = legal_person_claim(self.acting)
+        return claims
+
     @classmethod
     def of_grant(cls, grant: Grant, account: Account, **request_only: Any) -> Authorization:
         """The end-user side as recorded on the grant (+ nonce/claims of the code exchange)."""
@@ -95,16 +110,7 @@ def issue_access_token(
     if authorization is not None:
         claims["sub"] = subject_for(client, authorization.account)
         claims["gid"] = authorization.grant_id
-        if authorization.auth_time:
-            claims["auth_time"] = authorization.auth_time
-        if authorization.acr:
-            claims["acr"] = authorization.acr
-        if authorization.amr:
-            claims["amr"] = authorization.amr
-        if authorization.sid:
-            claims["sid"] = authorization.sid
-        if authorization.acting and "cn_legal_person" in scope.split():
-            claims["cn_legal_person"] = legal_person_claim(authorization.acting)
+        claims.update(authorization.session_claims(scope))
     else:
         # RFC 9068 §2.2: with no resource owner, sub is the client itself.
         claims["sub"] = client.client_id
@@ -144,20 +150,11 @@ def issue_id_token(
         "exp": now + gw.settings.id_token_ttl,
         "iat": now,
     }
-    if authorization.auth_time:
-        claims["auth_time"] = authorization.auth_time
+    claims.update(authorization.session_claims(scope))
     if nonce:
         claims["nonce"] = nonce
-    if authorization.acr:
-        claims["acr"] = authorization.acr
-    if authorization.amr:
-        claims["amr"] = authorization.amr
-    if authorization.sid:
-        claims["sid"] = authorization.sid
     if access_token:
         claims["at_hash"] = half_hash(access_token, alg)
-    if authorization.acting and "cn_legal_person" in scope.split():
-        claims["cn_legal_person"] = legal_person_claim(authorization.acting)
     if authorization.claims_request:
         # §5.5: claims asked for in the ID token itself, within the consented scopes.
         from ..claims import user_claims
