@@ -9,25 +9,40 @@ request: CPU microseconds (client side of the test client included, ~50 us) and
 the database round trips it makes.  Quieter than a load test on a shared machine:
 use it to see what an optimisation changed.  ``--profile SCENARIO`` prints
 cProfile's top functions for that scenario.  Stops by itself; asserts nothing.
+
+``login`` is the password login flow of a new browser, as ``run.py``'s
+``LoginFlow`` makes it: ``GET /authorize`` -> ``GET /login`` (the CSRF form) ->
+``POST /login`` (argon2id) -> ``GET /authorize/resume`` -> code -> ``POST /token``,
+with the test client's cookie jar (emptied before each flow) and the page's CSRF
+token.  Its figures are per FLOW, then per step, with argon2's share (the time
+inside ``PasswordHasher.verify``) apart: ``beside argon2`` is what the rest of the
+flow costs.  ``--requests N`` is N flows (each ~20 ms of argon2).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import cProfile
+import hashlib
 import pstats
+import re
+import secrets
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run  # noqa: E402 - benchmarks/run.py, beside this file
 
-SCENARIOS = ["jwks", "client_credentials", "introspection", "userinfo", "refresh", "sso_hop"]
+SCENARIOS = ["jwks", "client_credentials", "introspection", "userinfo", "refresh", "sso_hop", "login"]
+LOGIN_STEPS = ["authorize", "login page", "login POST", "resume", "token"]
+CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"')
 
 
 def main() -> None:
@@ -35,6 +50,7 @@ def main() -> None:
     parser.add_argument("scenario", nargs="*", help=f"default: all of {', '.join(SCENARIOS)}")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--profile", choices=SCENARIOS)
+    parser.add_argument("--profile-file", type=Path, help="also save the raw cProfile stats there (pstats format)")
     args = parser.parse_args()
     unknown = set(args.scenario) - set(SCENARIOS)
     if unknown:
@@ -42,7 +58,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="sso-inprocess-"))
     gw = run.prepare_gateway("production", workdir, sessions=args.requests * 2 + 50, chains=4)
     try:
-        measure(gw, args.scenario or SCENARIOS, args.requests, args.profile)
+        measure(gw, args.scenario or SCENARIOS, args.requests, args.profile, args.profile_file)
     finally:
         run.stop(gw.redis)
         import psycopg
@@ -52,7 +68,9 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def measure(gw: run.Gateway, scenarios: list[str], n: int, profile: str | None) -> None:
+def measure(
+    gw: run.Gateway, scenarios: list[str], n: int, profile: str | None, profile_file: Path | None = None
+) -> None:
     from sqlalchemy import event
 
     from sso import create_app
@@ -99,6 +117,97 @@ def measure(gw: run.Gateway, scenarios: list[str], n: int, profile: str | None) 
         state["hop"] += 1
         return http.get(path, headers={"Cookie": cookie})
 
+    # The password login: a browser with a cookie jar, CPU per step and inside argon2.
+    from sso.connectors import local
+
+    browser = app.test_client()  # keeps cookies: the CSRF session cookie, then the SSO session
+    steps = dict.fromkeys(LOGIN_STEPS, 0.0)
+    argon = {"cpu": 0.0, "calls": 0}
+    real_hasher = local.PASSWORDS
+
+    class TimedHasher:
+        """The connector's PasswordHasher, with the CPU time of each verify counted."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_hasher, name)
+
+        def verify(self, *a: Any, **kw: Any) -> Any:
+            t0 = time.process_time()
+            try:
+                return real_hasher.verify(*a, **kw)
+            finally:
+                argon["cpu"] += time.process_time() - t0
+                argon["calls"] += 1
+
+    local.PASSWORDS = TimedHasher()  # type: ignore[assignment]
+    users = gw.accounts
+    login_state = {"i": 0}
+
+    def step(name: str, fn: Any, *a: Any, **kw: Any) -> Any:
+        t0 = time.process_time()
+        r = fn(*a, **kw)
+        steps[name] += time.process_time() - t0
+        return r
+
+    def login_flow() -> Any:
+        browser._cookies.clear()  # a new browser
+        username = users[login_state["i"] % len(users)]
+        login_state["i"] += 1
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        query = urlencode(
+            {
+                "client_id": gw.app_client[0],
+                "redirect_uri": run.REDIRECT_URI,
+                "response_type": "code",
+                "scope": "openid profile",
+                "state": secrets.token_urlsafe(8),
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
+        r = step("authorize", browser.get, "/authorize?" + query)
+        if r.status_code != 302:
+            return r
+        login_url = r.location
+        r = step("login page", browser.get, login_url)
+        match = CSRF.search(r.get_data(as_text=True))
+        if r.status_code != 200 or match is None:
+            return r
+        interaction = parse_qs(urlsplit(login_url).query)["interaction"][0]
+        r = step(
+            "login POST",
+            browser.post,
+            "/login",
+            data={
+                "csrf_token": match.group(1) or match.group(2),
+                "interaction": interaction,
+                "username": username,
+                "password": run.PASSWORD,
+            },
+        )
+        if r.status_code != 302:
+            return r
+        r = step("resume", browser.get, r.location)
+        code = parse_qs(urlsplit(r.location or "").query).get("code")
+        if not code:
+            return r
+        r = step(
+            "token",
+            browser.post,
+            "/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code[0],
+                "redirect_uri": run.REDIRECT_URI,
+                "code_verifier": verifier,
+            },
+            headers=portal,
+        )
+        if r.status_code != 200 or "id_token" not in (r.get_json() or {}):
+            return r
+        return _FlowDone
+
     calls = {
         "jwks": lambda: http.get("/jwks"),
         "client_credentials": lambda: http.post("/token", data={"grant_type": "client_credentials"}, headers=cc),
@@ -106,6 +215,7 @@ def measure(gw: run.Gateway, scenarios: list[str], n: int, profile: str | None) 
         "userinfo": lambda: http.get("/userinfo", headers={"Authorization": "Bearer " + gw.access_token}),
         "refresh": refresh,
         "sso_hop": hop,
+        "login": login_flow,
     }
     print(f"| scenario | CPU us/request | SQL | checkouts | pings | commits |  ({n} requests, one thread)")
     print("|---|---|---|---|---|---|")
@@ -113,29 +223,57 @@ def measure(gw: run.Gateway, scenarios: list[str], n: int, profile: str | None) 
         call = calls[name]
         for _ in range(5):  # warm: first-use paths, statement caches, the client cache
             response = call()
-        if response.status_code not in (200, 302) or (name == "sso_hop" and "code=" not in response.location):
+        if name == "login" and response is not _FlowDone:
+            print(f"| {name} | answered {response.status_code} {response.location or ''} |")
+            continue
+        if name != "login" and (
+            response.status_code not in (200, 302) or (name == "sso_hop" and "code=" not in response.location)
+        ):
             print(f"| {name} | answered {response.status_code} {response.location or ''} |")
             continue
         for key in counts:
             counts[key] = 0
+        for key in steps:
+            steps[key] = 0.0
+        argon.update(cpu=0.0, calls=0)
         started = time.process_time()
         for _ in range(n):
-            call()
+            if call() is not _FlowDone and name == "login":
+                raise SystemExit("login flow failed during the measurement")
         cpu = (time.process_time() - started) / n
         print(
             f"| {name} | {cpu * 1e6:,.0f} | {counts['sql'] / n:.1f} | {counts['checkout'] / n:.1f} | "
             f"{counts['ping'] / n:.1f} | {counts['commit'] / n:.1f} |",
             flush=True,
         )
+        if name == "login":
+            beside = cpu - argon["cpu"] / n
+            print(
+                f"|   login: argon2 {argon['cpu'] / n * 1e6:,.0f} us/flow ({argon['calls'] / n:.0f} verify, "
+                f"{argon['cpu'] / n / cpu:.0%}); beside argon2 {beside * 1e6:,.0f} us/flow "
+                f"(flows per CPU-second {1 / cpu:.1f}) |"
+            )
+            for key, total in steps.items():
+                print(f"|   login step: {key} | {total / n * 1e6:,.0f} |")
     if profile:
+        argon.update(cpu=0.0, calls=0)
         profiler = cProfile.Profile(time.process_time)  # CPU, not waiting on the database
         profiler.enable()
         for _ in range(n):
             calls[profile]()
         profiler.disable()
         stats = pstats.Stats(profiler)
+        if profile_file:
+            stats.dump_stats(profile_file)
         stats.sort_stats("tottime").print_stats(25)
         stats.sort_stats("cumulative").print_stats(50)
+
+
+class _FlowDone:
+    """What ``login_flow`` returns when the flow reached its tokens."""
+
+    status_code = 200
+    location = ""
 
 
 if __name__ == "__main__":
