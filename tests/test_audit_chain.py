@@ -305,6 +305,98 @@ def test_tampering_is_found_on_postgresql_too(pg_app: Flask) -> None:
     assert broken is not None and (broken.row_id, broken.kind) == (2, "altered")
 
 
+def test_threads_on_postgresql_take_the_time_under_the_lock(pg_app: Flask) -> None:
+    append_in_threads(pg_app, threads=6, each=10)
+    times = [row.at for row in rows()]
+    assert len(times) == 60 and times == sorted(times)  # time never runs backwards along the chain
+
+
+def test_postgresql_hashes_every_kind_of_value_like_the_documented_form(pg_app: Flask) -> None:
+    # The hash is computed by the database there: it must match canonical() byte for byte.
+    audit.record("test.one", actor="a1", client_id="tax-portal", n=1)
+    audit.record(
+        "test.two",
+        outcome="failure",
+        reason='测试 "quoted" \\ back\nslash \u2028 😀',
+        nested={"b": [1, 2.5, True, None], "a": None, "é": {"z": [], "y": {}}},
+        big=2**53 + 1,
+    )
+    audit.record("test.three")
+    audit.record("test.types", when=datetime(2026, 5, 1, 8, 0), pair=(1, 2), number=1.5)
+    chain = rows()
+    assert chain[0].prev_hash == audit_chain.GENESIS
+    assert chain[1].detail["nested"] == {"b": [1, 2.5, True, None], "a": None, "é": {"z": [], "y": {}}}
+    assert chain[1].ip is None and chain[2].actor is None
+    assert_intact(4)
+
+
+def test_postgresql_appends_in_one_statement(pg_app: Flask) -> None:
+    from sqlalchemy import event
+
+    audit.record("test.first")  # creates the head row
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        audit.record("test.second", actor="a1", n=2)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert len(statements) == 1 and "FOR UPDATE" in statements[0]
+    assert_intact(2)
+
+
+def test_postgresql_rolled_back_append_and_missing_head(pg_app: Flask) -> None:
+    audit.record("test.kept")
+    audit.record("test.dropped", commit=False)
+    db.session.rollback()
+    audit.record("test.kept_too")
+    assert [r.event for r in rows()] == ["test.kept", "test.kept_too"]
+    db.session.execute(db.delete(AuditChainHead))
+    db.session.commit()
+    broken = audit_chain.verify(db.session).broken
+    assert broken is not None and broken.kind == "head"
+    audit.record("test.three")
+    assert_intact(3)
+
+
+def test_the_hash_pieces_sent_to_postgresql_rebuild_the_canonical_form() -> None:
+    # What _append_postgresql sends, joined with the values the database fills in.
+    fields = {
+        "id": 7,
+        "at": datetime(2026, 5, 1, 8, 0, 0, 1234),
+        "event": "e",
+        "outcome": "success",
+        "actor": None,
+        "client_id": "c",
+        "ip": "::1",
+        "detail": {"b": [1, {"d": None, "c": "测"}], "a": '"'},
+        "prev_hash": "ab" * 32,
+    }
+    captured: dict[str, Any] = {}
+
+    class Recorder:
+        def execute(self, statement: Any, params: dict[str, Any]) -> Any:
+            captured.update(params)
+            raise StopIteration
+
+    with pytest.raises(StopIteration):
+        given = {k: fields[k] for k in ("event", "outcome", "actor", "client_id", "ip", "detail")}
+        audit_chain._append_postgresql(Recorder(), given)  # type: ignore[arg-type]
+    rebuilt = (
+        captured["before_at"]
+        + audit_chain.format_at(fields["at"])
+        + captured["before_id"]
+        + str(fields["id"])
+        + captured["before_prev"]
+        + fields["prev_hash"]
+        + '"}'
+    )
+    assert rebuilt.encode("ascii") == audit_chain.canonical(fields)
+
+
 # ---- sso audit verify / export (CLI) --------------------------------------------------------
 
 
