@@ -13,8 +13,44 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 
 from .config import Settings, load_settings
+
+
+class _FormSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie session (Flask-WTF keeps the CSRF secret there), minus the
+    per-request set-up: the signing serializer is built once per key, not on every
+    request, and a request without the cookie (every protocol call) builds none."""
+
+    def get_signing_serializer(self, app: Flask):  # type: ignore[no-untyped-def]
+        key = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
+        cached = app.extensions.get("sso_session_serializer")
+        if cached is None or cached[0] != key:
+            cached = (key, super().get_signing_serializer(app))
+            app.extensions["sso_session_serializer"] = cached
+        return cached[1]
+
+    def open_session(self, app: Flask, request: Any):  # type: ignore[no-untyped-def]
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
+
+class GatewayFlask(Flask):
+    session_interface = _FormSessionInterface()
+
+    def ensure_sync(self, func: Any) -> Any:
+        # Flask asks, for every hook and view on every request, whether the function is
+        # a coroutine (inspect, ~1 us each, a dozen per request); the answer never changes.
+        known = self._sync_functions.get(func)
+        if known is None:
+            known = self._sync_functions[func] = super().ensure_sync(func)
+        return known
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync_functions: dict[Any, Any] = {}
 
 
 @dataclass
@@ -45,7 +81,7 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
         settings = load_settings(overrides=settings or {})
 
     # No app-level static route: it would shadow the pages blueprint's /static.
-    app = Flask(__name__, static_folder=None)
+    app = GatewayFlask(__name__, static_folder=None)
     # No ping on every checkout: sso.db.check_idle_connections pings only connections
     # that sat idle in the pool (the round trip was one per request, or more).
     engine_options: dict[str, Any] = {"pool_pre_ping": False}

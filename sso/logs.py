@@ -109,6 +109,10 @@ def _request_context() -> dict[str, Any]:
     }
 
 
+# json.dumps with any non-default option builds a new encoder for every call.
+_encode_json = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; non-ASCII text kept readable (Chinese names)."""
 
@@ -128,7 +132,7 @@ class JsonFormatter(logging.Formatter):
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             entry["exception"] = record.exc_text
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return _encode_json(entry)
 
 
 class TextFormatter(logging.Formatter):
@@ -172,6 +176,9 @@ def configure(fmt: str = "json", level: str = "INFO", stream: Any = None) -> log
     Called once per serving process (``sso serve``, ``sso.wsgi``); replaces any
     handler this function installed before, and leaves other handlers alone.
     """
+    # No caller lookup (a walk up the stack for every record): neither format prints the
+    # source file or line (the logging HOWTO's "Optimization" section).
+    logging._srcfile = None
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == "sso"]:
         root.removeHandler(old)
