@@ -62,3 +62,49 @@ def test_ensure_sync_answer_is_remembered(app: Flask) -> None:
     assert app.ensure_sync(view) is view
     assert app.ensure_sync(view) is view
     assert app._sync_functions[view] is view  # type: ignore[attr-defined]
+
+
+def test_gateway_request_sets_what_oauth2request_sets(app: Flask) -> None:
+    # GatewayRequest skips OAuth2Request.__init__ (its per-request URI parse for the
+    # transport check): if Authlib starts setting a new attribute there, set it too.
+    import inspect
+    import re
+
+    from authlib.oauth2.rfc6749 import OAuth2Request
+    from werkzeug.datastructures import MultiDict
+
+    from sso.oidc.requests import GatewayRequest
+
+    names = set(re.findall(r"self\.(\w+)\s*=", inspect.getsource(OAuth2Request.__init__)))
+    assert names >= {"uri", "method", "headers", "client"}
+    made = GatewayRequest("POST", "/token", MultiDict(), MultiDict({"grant_type": "x"}), {})
+    assert all(hasattr(made, name) for name in names), names - set(vars(made))
+    assert made.uri == app.extensions["sso"].settings.issuer + "/token"
+    assert made.payload.grant_type == "x"
+
+
+def test_insecure_issuer_is_still_refused(app: Flask, monkeypatch: Any) -> None:
+    from authlib.oauth2.rfc6749.errors import InsecureTransportError
+    from werkzeug.datastructures import MultiDict
+
+    from sso.oidc.requests import GatewayRequest
+
+    monkeypatch.delenv("AUTHLIB_INSECURE_TRANSPORT", raising=False)
+    monkeypatch.setattr(app.extensions["sso"].settings, "issuer", "http://gateway.example.gov.cn")
+    try:
+        GatewayRequest("GET", "/authorize", MultiDict(), MultiDict(), {})
+    except InsecureTransportError:
+        pass
+    else:
+        raise AssertionError("an http issuer off loopback must be refused as Authlib does")
+
+
+def test_token_responses_carry_each_json_header_once(client: Any, portal: Any) -> None:
+    from tests.conftest import basic
+
+    for data in ({"grant_type": "client_credentials"}, {"grant_type": "password"}):
+        response = client.post("/token", data=data, headers=basic(portal))
+        assert response.status_code == (200 if data["grant_type"] == "client_credentials" else 400)
+        expected = (("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache"))
+        for name, value in expected:
+            assert response.headers.getlist(name) == [value], name

@@ -9,9 +9,12 @@ class rebuilds a stored authorization request when a login or consent resumes it
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import lru_cache
 from urllib.parse import urlencode
 
+from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
+from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from flask import current_app, request
 from werkzeug.datastructures import CombinedMultiDict, MultiDict
 
@@ -32,6 +35,11 @@ class GatewayPayload(OAuth2Payload):
         return out
 
 
+@lru_cache(maxsize=8)
+def _secure_issuer(issuer: str) -> bool:
+    return is_secure_transport(issuer)
+
+
 class GatewayRequest(OAuth2Request):
     def __init__(
         self,
@@ -42,8 +50,18 @@ class GatewayRequest(OAuth2Request):
         headers: dict[str, str] | object,
     ) -> None:
         issuer = current_app.extensions["sso"].settings.issuer
-        query = urlencode(list(args.items(multi=True)))
-        super().__init__(method=method, uri=issuer + path + ("?" + query if query else ""), headers=headers)
+        query = urlencode(list(args.items(multi=True))) if args else ""
+        # OAuth2Request.__init__ parses the URI on every request to check its transport;
+        # ours always starts with the issuer, so that answer is computed once per issuer.
+        if not _secure_issuer(issuer):
+            raise InsecureTransportError()
+        self.method = method
+        self.uri = issuer + path + ("?" + query if query else "")
+        self.headers = headers or {}
+        self._body = None
+        self.client = self.auth_method = self.user = None
+        self.authorization_code = self.refresh_token = self.credential = None
+        self._scope = None
         self._args = args
         self._form = form
         self.payload = GatewayPayload(CombinedMultiDict([args, form]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -11,7 +12,7 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
 from authlib.oauth2.rfc9207 import IssuerParameter
-from flask import current_app
+from flask import Response, current_app
 
 from ..db import db
 from ..errors import printable
@@ -19,6 +20,9 @@ from ..models import Client
 from .requests import GatewayRequest
 
 log = logging.getLogger("sso.server")
+
+_JSON_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache"))
+_JSON_HEADER_NAMES = frozenset(name.lower() for name, _ in _JSON_HEADERS)
 
 # Form parameters that carry client credentials other than the Authorization header.
 CREDENTIAL_PARAMS = ("client_secret", "client_assertion")
@@ -141,11 +145,11 @@ class AuthorizationServer(FlaskAuthorizationServer):
         return self.handle_response(status, body, headers)
 
     def handle_response(self, status_code: int, payload: Any, headers: Any):  # type: ignore[no-untyped-def]
-        response = super().handle_response(status_code, payload, headers)
-        if isinstance(payload, dict):
-            response.headers["Content-Type"] = "application/json"
-            # RFC 6749 §5.1: token responses (and errors) are never cached.
-            response.headers["Cache-Control"] = "no-store"
-            response.headers["Pragma"] = "no-cache"
-        return response
+        if not isinstance(payload, dict):
+            return super().handle_response(status_code, payload, headers)
+        # RFC 6749 §5.1: token responses (and errors) are JSON and never cached.  The
+        # header list is built once here rather than set one by one on the response.
+        fixed = [(k, v) for k, v in headers or () if k.lower() not in _JSON_HEADER_NAMES]
+        fixed.extend(_JSON_HEADERS)
+        return Response(json.dumps(payload), status=status_code, headers=fixed)
 
