@@ -13,7 +13,7 @@ from typing import Any
 
 from . import assurance
 from .db import db
-from .models import Consent
+from .models import Account, Consent
 from .session import BrowserSession
 
 
@@ -31,6 +31,9 @@ class AuthorizationContext:
     session: BrowserSession | None
     interaction: dict[str, Any] | None  # the interaction this request resumes, if any
     account_assurance: str = "self-asserted"  # of the session's account
+    # The scopes remembered for this account and portal, when already read with the
+    # account (account_with_consent); None: read them when needed.
+    remembered: set[str] | None = None
 
 
 # The page that handles each kind of prompt (an endpoint name for url_for).
@@ -123,7 +126,7 @@ def missing_scopes(ctx: AuthorizationContext) -> Prompt | None:
         return None
     if ctx.interaction and ctx.interaction.get("consented"):
         return None
-    granted = remembered_scopes(ctx.session.account_id, ctx.client_id)
+    granted = ctx.remembered if ctx.remembered is not None else remembered_scopes(ctx.session.account_id, ctx.client_id)
     if not set(ctx.scopes) <= granted:
         return Prompt("consent", "missing_scopes")
     return None
@@ -150,6 +153,16 @@ def decide(ctx: AuthorizationContext) -> Prompt | None:
 
 
 # ---- remembered consent ------------------------------------------------------------
+
+
+def account_with_consent(account_id: str, client_id: str | None) -> tuple[Account | None, set[str]]:
+    """The account and the scopes it allowed ``client_id``, in one query."""
+    query = db.select(Account, Consent.scopes).where(Account.id == account_id)
+    query = query.outerjoin(Consent, (Consent.account_id == Account.id) & (Consent.client_id == client_id))
+    row = db.session.execute(query).first()
+    if row is None:
+        return None, set()
+    return row[0], set(row[1] or ())
 
 
 def remembered_scopes(account_id: str, client_id: str) -> set[str]:

@@ -6,6 +6,13 @@ neither a store dump nor a log of handles yields a usable cookie.  The handle is
 replaced at login, step-up and enterprise switch (no fixation); the OIDC ``sid``
 stays the same for the whole session, so portals can be told when it ends.
 Idle timeout slides on use; the absolute timeout never moves.
+
+Writes per request: at most one store write for the session (the sliding expiry
+is an ``EXPIRE``, or comes with the ``SET`` when the session changed or its
+durable record is synced) and at most one ``UPDATE`` of its SessionRecord.  A
+caller that may change the session later in the request (the authorization
+endpoint) reads it with ``current(defer=True)`` and ends with :func:`save` or
+:func:`settle`, so the record and the store are written once, not twice.
 """
 
 from __future__ import annotations
@@ -62,6 +69,11 @@ class BrowserSession:
         return data
 
 
+# g attribute: the session read by current(defer=True) still owes its sliding expiry
+# (and, when stale, its record sync) to save() or settle().
+_PENDING = "sso_session_pending"
+
+
 def _gw():  # type: ignore[no-untyped-def]
     return current_app.extensions["sso"]
 
@@ -101,8 +113,17 @@ def load(handle: str) -> BrowserSession | None:
     return session
 
 
-def current() -> BrowserSession | None:
-    """The session for this request, or None (absent, expired, forged or past its absolute limit)."""
+def _stale(session: BrowserSession) -> bool:
+    return time.time() - session.synced_at > RECORD_SYNC
+
+
+def current(*, defer: bool = False) -> BrowserSession | None:
+    """The session for this request, or None (absent, expired, forged or past its absolute limit).
+
+    The idle timeout slides now (one store write: ``EXPIRE``, or ``SET`` with the
+    record's sync when that is due); with ``defer=True`` it is left to
+    :func:`save` or :func:`settle`, which the caller must call before it answers.
+    """
     if "sso_session" in g:
         return g.sso_session  # type: ignore[no-any-return]
     found = None
@@ -112,10 +133,10 @@ def current() -> BrowserSession | None:
         session = load(handle)
         if session is not None and hmac.compare_digest(session.secret_hash, _hash(secret)):
             if session.created_at + _gw().settings.session_absolute_timeout > time.time():
-                _store().touch(KIND, handle, _ttl(session))  # sliding idle timeout
-                if time.time() - session.synced_at > RECORD_SYNC:
-                    _sync_record(session)
-                    _store().put(KIND, handle, session.to_dict(), _ttl(session))
+                if defer:
+                    setattr(g, _PENDING, True)
+                else:
+                    _slide(session, changed=False, commit=True)
                 found = session
             else:
                 from .logout import end_session
@@ -189,12 +210,8 @@ def _sync_record(session: BrowserSession, *, commit: bool = True) -> None:
         "last_seen_at": now,
         "expires_at": now + timedelta(seconds=_ttl(session)),
     }
-    updated = db.session.execute(
-        db.update(SessionRecord)
-        .where(SessionRecord.sid == session.sid)
-        .values(**changes)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    table = SessionRecord.__table__
+    updated = db.session.execute(table.update().where(table.c.sid == session.sid).values(**changes)).rowcount
     if not updated:
         db.session.add(
             SessionRecord(
@@ -212,15 +229,41 @@ def _sync_record(session: BrowserSession, *, commit: bool = True) -> None:
     session.synced_at = int(time.time())
 
 
+def _slide(session: BrowserSession, *, changed: bool, commit: bool) -> None:
+    """The sliding idle timeout, with the session's changes and the record's sync when due.
+
+    One store write: ``SET`` (value and TTL) when the session changed or its record
+    is synced now, ``EXPIRE`` otherwise; one record ``UPDATE`` at most.
+    """
+    if changed or _stale(session):
+        _sync_record(session, commit=commit)
+        _store().put(KIND, session.handle, session.to_dict(), _ttl(session))
+    else:
+        _store().touch(KIND, session.handle, _ttl(session))
+
+
 def save(session: BrowserSession, *, commit: bool = True) -> None:
     """Persist changes (a portal joined, ...) under the current handle.
 
     ``commit=False``: the record's update waits for the caller's commit (the store
     is written now; a portal recorded there but not in the record had no code yet).
+    Also pays what ``current(defer=True)`` deferred (the write slides the expiry).
     """
     if session.handle:
+        g.pop(_PENDING, None)
         _sync_record(session, commit=commit)
         _store().put(KIND, session.handle, session.to_dict(), _ttl(session))
+
+
+def settle(session: BrowserSession | None, *, commit: bool = True) -> None:
+    """What ``current(defer=True)`` left undone, if :func:`save` did not do it since.
+
+    The sliding expiry (``EXPIRE``), or the record's sync and the store write when
+    the record is stale.  ``commit=False``: the record's update waits for the
+    caller's commit.
+    """
+    if g.pop(_PENDING, None) and session is not None and session.handle:
+        _slide(session, changed=False, commit=commit)
 
 
 def end(response: Response, reason: str = "logout") -> BrowserSession | None:

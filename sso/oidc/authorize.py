@@ -25,7 +25,7 @@ from .. import session as browser_session
 from ..crypto import new_token
 from ..db import db
 from ..errors import error_page, printable
-from ..models import Account, Client
+from ..models import Client
 from .requests import GatewayRequest
 from .tokens import Authorization
 
@@ -97,12 +97,15 @@ def error_response(error: OAuth2Error, state: str | None) -> Response:
 # ---- the endpoint -------------------------------------------------------------------
 
 
-def _end_user(session: browser_session.BrowserSession | None) -> Authorization | None:
+def _end_user(
+    session: browser_session.BrowserSession | None, client_id: str | None
+) -> tuple[Authorization | None, set[str] | None]:
+    """The signed-in end user, and the scopes remembered for ``client_id`` (one query)."""
     if session is None:
-        return None
-    account = db.session.get(Account, session.account_id)
+        return None, None
+    account, remembered = consent.account_with_consent(session.account_id, client_id)
     if account is None:
-        return None
+        return None, None
     return Authorization(
         account=account,
         grant_id="",
@@ -111,7 +114,7 @@ def _end_user(session: browser_session.BrowserSession | None) -> Authorization |
         acr=session.acr,
         amr=list(session.amr),
         acting=session.acting,
-    )
+    ), remembered
 
 
 def _check_client_and_redirect_uri(oauth_request: GatewayRequest) -> Response | str:
@@ -180,10 +183,23 @@ def _check_parameters(oauth_request: GatewayRequest, redirect_uri: str) -> None:
 
 
 def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None) -> Response:
+    # The session's sliding expiry (and a stale record's sync) is written once, at the
+    # end: with the portal it joins when a code is issued, or on its own (settle).
+    session = browser_session.current(defer=True)
+    response = _authorize(oauth_request, session, interaction_id)
+    browser_session.settle(session)
+    return response
+
+
+def _authorize(
+    oauth_request: GatewayRequest,
+    session: browser_session.BrowserSession | None,
+    interaction_id: str | None,
+) -> Response:
     server = _gateway().server
     state = oauth_request.payload.data.get("state")
-    session = browser_session.current()
-    end_user = _end_user(session)
+    requested_client = oauth_request.payload.client_id
+    end_user, remembered = _end_user(session, requested_client)
     if end_user is None:
         session = None
     checked = _check_client_and_redirect_uri(oauth_request)
@@ -205,6 +221,7 @@ def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None) 
         session=session,
         interaction=interaction,
         account_assurance=end_user.account.assurance if end_user else "self-asserted",
+        remembered=remembered if client.client_id == requested_client else None,
     )
     prompt = consent.decide(ctx)
     prompts = str(oauth_request.payload.data.get("prompt") or "").split()
@@ -223,11 +240,15 @@ def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None) 
     assert session is not None and end_user is not None
     response = server.create_authorization_response(oauth_request, grant_user=end_user, grant=grant)
     issued = response.status_code == 302 and "code" in parse_qs(urlsplit(response.location or "").query)
-    if response.status_code == 302 and client.client_id not in session.clients:
-        session.clients.append(client.client_id)
+    if response.status_code == 302:
         # The session record's row first, the audit chain's head after (the chain's lock
-        # order), and one commit for both when a code was issued.
-        browser_session.save(session, commit=not issued)
+        # order), and one commit for both when a code was issued.  One store write for
+        # the session either way (with the new portal, or the sliding expiry alone).
+        if client.client_id not in session.clients:
+            session.clients.append(client.client_id)
+            browser_session.save(session, commit=not issued)
+        else:
+            browser_session.settle(session, commit=not issued)
     if issued:
         # A sign-in at this portal (the statistics count these): who, at what level, as whom.
         audit.record(

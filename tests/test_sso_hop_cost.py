@@ -1,0 +1,236 @@
+"""What one SSO hop costs: SQL statements, commits and session-store writes, pinned.
+
+A browser with a gateway session asks a pre-consented portal for a code
+(GET /authorize -> 302 with a code).  On the production backends that is three
+SQL statements (the account with its remembered consent, the session record's
+UPDATE, the audit append) in one commit, one read and one write of the session in
+Redis, and the code.  A regression (a second write of the record, an extra round
+trip) fails here rather than in a load test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import event
+
+from sso import consent, create_app
+from sso import session as browser_session
+from sso.bootstrap import prepare
+from sso.db import db
+from sso.models import AuditEvent, SessionRecord
+from tests.backends import pg_url, redis_url  # noqa: F401  (fixtures)
+from tests.conftest import Browser, IsolatedClient, Portal, make_settings, query_of
+
+SCOPES = ["openid", "profile"]
+
+
+class Counter:
+    """SQL statements and commits on the engine; calls on the short-lived store, by kind."""
+
+    def __init__(self, app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.statements: list[str] = []
+        self.commits = 0
+        self.store: list[tuple[str, str]] = []
+        self.engine = db.engine
+        event.listen(self.engine, "before_cursor_execute", self._sql)
+        event.listen(self.engine, "commit", self._commit)
+        store = app.extensions["sso"].store
+        for name in ("get", "put", "touch", "delete", "consume", "add"):
+            monkeypatch.setattr(store, name, self._wrap(name, getattr(store, name)))
+
+    def _sql(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(statement)
+
+    def _commit(self, conn: Any) -> None:
+        self.commits += 1
+
+    def _wrap(self, name: str, method: Any) -> Any:
+        def call(kind: str, *args: Any, **kwargs: Any) -> Any:
+            self.store.append((name, kind))
+            return method(kind, *args, **kwargs)
+
+        return call
+
+    def reset(self) -> None:
+        self.statements.clear()
+        self.commits = 0
+        self.store.clear()
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._sql)
+        event.remove(self.engine, "commit", self._commit)
+
+    def record_updates(self) -> int:
+        return sum(1 for s in self.statements if s.lstrip().upper().startswith("UPDATE SESSION_RECORDS"))
+
+    def session_ops(self) -> list[str]:
+        return [name for name, kind in self.store if kind == browser_session.KIND]
+
+
+def _portal(client_id: str) -> Portal:
+    from sso.clients import create_client
+
+    reg = create_client(name=client_id, client_id=client_id, redirect_uris=[f"https://{client_id}.example/cb"])
+    return Portal(client_id, reg.client_secret, f"https://{client_id}.example/cb")
+
+
+def _setup(app: Flask) -> tuple[Any, Browser, dict[str, Portal]]:
+    from sso.connectors.local import create_account
+
+    app.test_client_class = IsolatedClient
+    portals = {name: _portal(name) for name in ("tax", "social", "health")}
+    account = create_account("alice", "correct horse battery staple", "Alice")
+    consent.remember(account.id, "social", SCOPES)  # pre-consented: the hop needs no page
+    browser = Browser(app.test_client())
+    browser.code_for(portals["tax"])  # signs in (login + consent) at the first portal
+    for name in portals:  # the portals into the per-process cache, as in steady state
+        assert browser.authorize(Portal(name, None, "https://elsewhere.example/cb")).status_code == 400
+    return account, browser, portals
+
+
+@pytest.fixture
+def prod_app(tmp_path: Any, pg_url: str, redis_url: str) -> Iterator[Flask]:  # noqa: F811
+    settings = make_settings(tmp_path, database_url=pg_url, redis_url=redis_url, client_cache_ttl=60)
+    app = create_app(settings)
+    prepare(app)
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def hop(prod_app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Browser, dict[str, Portal], Counter]]:
+    _, browser, portals = _setup(prod_app)
+    counter = Counter(prod_app, monkeypatch)
+    yield browser, portals, counter
+    counter.close()
+
+
+def _handle(browser: Browser) -> str:
+    cookie = browser.client.get_cookie("sso_session")
+    assert cookie is not None
+    return cookie.value.split(".")[0]
+
+
+def _code(response: Any) -> str:
+    assert response.status_code == 302, response.text[:300]
+    query = query_of(response.headers["Location"])
+    assert "code" in query, query
+    return query["code"]
+
+
+def _make_stale(app: Flask, handle: str) -> None:
+    store = app.extensions["sso"].store
+    data = store.get(browser_session.KIND, handle)
+    data["synced_at"] = int(time.time()) - browser_session.RECORD_SYNC - 5
+    store.put(browser_session.KIND, handle, data, 600)
+
+
+def _record(browser: Browser) -> SessionRecord:
+    db.session.expire_all()
+    records = db.session.execute(db.select(SessionRecord)).scalars().all()
+    assert len(records) == 1
+    return records[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_hop_is_three_statements_one_commit_and_one_session_write(hop: Any) -> None:
+    browser, portals, counter = hop
+    counter.reset()
+    _code(browser.authorize(portals["social"]))
+    assert len(counter.statements) == 3, [s.split()[:4] for s in counter.statements]
+    assert counter.commits == 1
+    assert counter.record_updates() == 1
+    assert counter.session_ops() == ["get", "put"]  # no separate EXPIRE: the SET slides the expiry
+    assert _record(browser).clients == ["tax", "social"]
+    assert db.session.execute(
+        db.select(AuditEvent).filter_by(event="authorize.code_issued", client_id="social")
+    ).first()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_stale_record_is_written_once(hop: Any, prod_app: Flask) -> None:
+    browser, portals, counter = hop
+    handle = _handle(browser)
+    _make_stale(prod_app, handle)
+    before = _record(browser).last_seen_at
+    counter.reset()
+    _code(browser.authorize(portals["social"]))
+    assert counter.record_updates() == 1, counter.statements
+    assert len(counter.statements) == 3 and counter.commits == 1
+    assert counter.session_ops() == ["get", "put"]
+    record = _record(browser)
+    assert record.clients == ["tax", "social"] and record.last_seen_at > before
+    stored = prod_app.extensions["sso"].store.get(browser_session.KIND, handle)
+    assert stored["clients"] == ["tax", "social"] and stored["synced_at"] >= int(time.time()) - 5
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_return_to_a_known_portal_syncs_a_stale_record_in_the_same_commit(hop: Any, prod_app: Flask) -> None:
+    browser, portals, counter = hop
+    _make_stale(prod_app, _handle(browser))
+    counter.reset()
+    _code(browser.authorize(portals["tax"]))  # already in the session: nothing joins
+    assert counter.record_updates() == 1 and len(counter.statements) == 3 and counter.commits == 1
+    assert counter.session_ops() == ["get", "put"]
+    counter.reset()
+    _code(browser.authorize(portals["tax"]))  # now fresh: the expiry alone slides
+    assert counter.record_updates() == 0 and len(counter.statements) == 2 and counter.commits == 1
+    assert counter.session_ops() == ["get", "touch"]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.parametrize("outcome", ["consent_page", "error_page", "prompt_none_error"])
+def test_the_idle_timeout_slides_whatever_authorize_answers(hop: Any, prod_app: Flask, outcome: str) -> None:
+    import redis
+
+    browser, portals, counter = hop
+    store = prod_app.extensions["sso"].store
+    key = store._key(browser_session.KIND, _handle(browser))
+    raw = redis.Redis.from_url(prod_app.extensions["sso"].settings.redis_url)
+    raw.expire(key, 30)
+    counter.reset()
+    if outcome == "consent_page":
+        response = browser.authorize(portals["health"])  # never consented: the consent page
+        assert response.status_code == 302 and response.headers["Location"].startswith("/consent")
+    elif outcome == "error_page":
+        response = browser.authorize(Portal("nobody", None, "https://nobody.example/cb"))
+        assert response.status_code == 400
+    else:
+        response = browser.authorize(portals["health"], prompt="none")
+        assert query_of(response.headers["Location"])["error"] == "consent_required"
+    assert counter.session_ops().count("touch") + counter.session_ops().count("put") == 1
+    idle = prod_app.extensions["sso"].settings.session_idle_timeout
+    assert idle - 5 <= raw.ttl(key) <= idle
+
+
+def test_a_hop_on_sqlite_is_five_statements_and_one_commit(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The embedded default: the audit append takes the write lock with its own UPDATE.
+    app = create_app(make_settings(tmp_path, client_cache_ttl=60))
+    prepare(app)
+    with app.app_context():
+        _sqlite_hop(app, monkeypatch)
+
+
+def _sqlite_hop(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, browser, portals = _setup(app)
+    counter = Counter(app, monkeypatch)
+    try:
+        _make_stale(app, _handle(browser))
+        counter.reset()
+        _code(browser.authorize(portals["social"]))
+        assert len(counter.statements) == 5, counter.statements
+        assert counter.commits == 1 and counter.record_updates() == 1
+        assert counter.session_ops() == ["get", "put"]
+    finally:
+        counter.close()
