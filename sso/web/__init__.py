@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from flask_babel import Babel, get_locale
 from flask_wtf.csrf import CSRFProtect
 
 LOCALES = ("zh_CN", "en")
 
 
+def request_interaction(uid: str | None) -> dict[str, Any] | None:
+    """The stored authorization request ``uid``, read from the store once per request.
+
+    A page and the choice of its language both need it; the second asks costs no
+    round trip.  The dict is the page's own (changes it writes back are seen here).
+    """
+    from ..oidc.authorize import load_interaction
+
+    if not uid:
+        return None
+    loaded: dict[str, Any] = g.setdefault("sso_interactions", {})
+    if uid not in loaded:
+        loaded[uid] = load_interaction(uid)
+    return loaded[uid]  # type: ignore[no-any-return]
+
+
 def _interaction_ui_locales() -> list[str]:
     """ui_locales of the authorization request a login or consent page is serving."""
-    from ..oidc.authorize import load_interaction
     from ..storage import StoreUnavailable
 
     # args only: an error page may be rendering for a body that must not be read.
     uid = request.args.get("interaction")
     try:
-        interaction = load_interaction(uid) if uid else None
+        interaction = request_interaction(uid)
     except StoreUnavailable:
         # The 503 page for that very outage is rendering: a language hint is not worth a 500.
         return []

@@ -13,8 +13,9 @@ from .. import session as browser_session
 from ..db import db
 from ..errors import error_page
 from ..identifiers import InvalidIdentifier, validate_resident_id
-from ..models import Account
+from ..models import Account, Client
 from ..oidc import authorize as authorize_flow
+from . import request_interaction
 from .forms import ConsentForm, LoginForm
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
@@ -34,6 +35,21 @@ FULL_ID_TEXT = _l("Your full resident identity number")
 
 def _gateway():  # type: ignore[no-untyped-def]
     return current_app.extensions["sso"]
+
+
+def _page_client(interaction: dict | None) -> Client | None:  # type: ignore[type-arg]
+    """The portal of a stored authorization request, for the login and consent pages.
+
+    From the per-process portal cache when /authorize has just put it there (a
+    snapshot at most ``client_cache_ttl`` old, as the protocol endpoints use), else
+    from the database, disabled or not, as ``interaction_client`` finds it.
+    """
+    client_id = next((v for k, v in (interaction or {}).get("args", []) if k == "client_id"), None)
+    if client_id is not None:
+        cached = _gateway().server.client_cache.get(client_id)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+    return authorize_flow.interaction_client(interaction)
 
 
 def _html(body: str, status: int = 200) -> Response:
@@ -69,10 +85,10 @@ def _login_hint(interaction: dict | None) -> str:  # type: ignore[type-arg]
 def login() -> Response:
     form = LoginForm()
     uid = request.values.get("interaction") or None
-    interaction = authorize_flow.load_interaction(uid) if uid else None
+    interaction = request_interaction(uid)
     if uid and interaction is None:
         return error_page(400, "invalid_request", _("This sign-in request has expired. Start again from the portal."))
-    client = authorize_flow.interaction_client(interaction)
+    client = _page_client(interaction)
     if request.method == "GET":
         form.interaction.data = uid or ""
         form.username.data = _login_hint(interaction)
@@ -117,13 +133,13 @@ def login() -> Response:
 def consent_page() -> Response:
     form = ConsentForm()
     uid = request.values.get("interaction") or ""
-    interaction = authorize_flow.load_interaction(uid)
+    interaction = request_interaction(uid)
     current = browser_session.current()
     if interaction is None:
         return error_page(400, "invalid_request", _("This sign-in request has expired. Start again from the portal."))
     if current is None:
         return redirect(url_for("web.login", interaction=uid))  # type: ignore[return-value]
-    client = authorize_flow.interaction_client(interaction)
+    client = _page_client(interaction)
     if client is None:
         return error_page(400, "invalid_client", _("This portal is not available."))
     scopes = next((v for k, v in interaction["args"] if k == "scope"), "").split()

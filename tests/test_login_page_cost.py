@@ -1,0 +1,111 @@
+"""The login page's per-request work: what is the same on every request is done once.
+
+* WTForms' message catalogue is read from disk once per locale per process
+  (Flask-WTF reads it on every request that builds a form), with the same strings;
+* the portal named on the page comes from the per-process portal cache that
+  /authorize has just filled, not from another query;
+* the stored authorization request is read from the store once per request, though
+  both the page and the choice of its language need it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from babel import support
+from flask import Flask
+from flask_wtf.i18n import translations as flask_wtf_translations
+from sqlalchemy import event
+
+from sso.db import db
+from sso.oidc.authorize import INTERACTION
+from sso.web import forms
+
+
+@pytest.fixture
+def wtforms_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every read of a WTForms catalogue from disk (by locale), from an empty cache."""
+    monkeypatch.setattr(forms._WTFormsTranslations, "_catalogues", {})
+    real = support.Translations.load
+    loads: list[str] = []
+
+    def load(cls: Any, dirname: Any = None, locales: Any = None, domain: Any = None) -> Any:
+        if domain == "wtforms":
+            loads.append(str(locales[0]))
+        return real(dirname, locales, domain)
+
+    monkeypatch.setattr(support.Translations, "load", classmethod(load))
+    return loads
+
+
+def test_wtforms_catalogue_is_read_once_per_locale(client, wtforms_loads):
+    for _ in range(3):
+        assert client.get("/login").status_code == 200
+    assert len(wtforms_loads) == 1 and wtforms_loads[0].startswith("zh")
+    for _ in range(2):
+        assert client.get("/login?lang=en").status_code == 200
+    assert wtforms_loads[1:] == ["en"]
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+def test_wtforms_messages_are_the_ones_flask_wtf_gives(app: Flask, lang: str):
+    messages = ["This field is required.", "Invalid input.", "Not a valid integer value."]
+    with app.test_request_context(f"/login?lang={lang}"):
+        form = forms.LoginForm(formdata=None)
+        translations = form.meta.get_translations(form)
+        assert translations is not flask_wtf_translations
+        for message in messages:
+            assert translations.gettext(message) == flask_wtf_translations.gettext(message)
+        assert translations.ngettext("%(num)d", "%(num)ds", 2) == flask_wtf_translations.ngettext(
+            "%(num)d", "%(num)ds", 2
+        )
+    if lang == "zh-CN":  # really translated, not passed through
+        with app.test_request_context("/login"):
+            form = forms.LoginForm(formdata=None)
+            assert form.meta.get_translations(form).gettext("This field is required.") != "This field is required."
+
+
+def test_wtf_i18n_disabled_still_means_wtforms_own(app: Flask):
+    app.config["WTF_I18N_ENABLED"] = False
+    with app.test_request_context("/login"):
+        form = forms.LoginForm(formdata=None)
+        assert not isinstance(form.meta.get_translations(form), forms._WTFormsTranslations)
+
+
+def test_login_page_reads_portal_and_interaction_once(app, client, browser, portal, monkeypatch):
+    location = browser.authorize(portal).headers["Location"]  # /authorize caches the portal
+    assert location.startswith("/login?interaction=")
+
+    statements: list[str] = []
+
+    def on_sql(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    store = app.extensions["sso"].store
+    real_get = store.get
+    interaction_reads: list[str] = []
+
+    def get(kind: str, key: str) -> Any:
+        if kind == INTERACTION:
+            interaction_reads.append(key)
+        return real_get(kind, key)
+
+    monkeypatch.setattr(store, "get", get)
+    event.listen(db.engine, "before_cursor_execute", on_sql)
+    try:
+        page = client.get(location)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", on_sql)
+    assert page.status_code == 200
+    assert "税务服务 Tax portal" in page.text  # the heading still names the portal
+    assert not [s for s in statements if "clients" in s], statements
+    assert len(interaction_reads) == 1
+
+
+def test_login_page_names_a_portal_missing_from_the_cache(app, client, browser, portal):
+    location = browser.authorize(portal).headers["Location"]
+    app.extensions["sso"].server.client_cache.invalidate()
+    page = client.get(location)
+    assert page.status_code == 200
+    assert "税务服务 Tax portal" in page.text
