@@ -38,7 +38,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, insert, select, text, update
@@ -159,7 +159,16 @@ SELECT seq, at, prev_hash, row_hash FROM hashed
 )
 
 
-def _append_postgresql(session: Session, fields: dict[str, Any]) -> AuditEvent:
+class Appended(NamedTuple):
+    """Where an event went in the chain."""
+
+    id: int
+    at: datetime
+    prev_hash: str
+    row_hash: str
+
+
+def _append_postgresql(session: Session, fields: dict[str, Any]) -> Appended:
     params = {
         "head_id": HEAD_ID,
         "before_at": '{"actor":' + _dump(fields["actor"]) + ',"at":"',
@@ -178,7 +187,7 @@ def _append_postgresql(session: Session, fields: dict[str, Any]) -> AuditEvent:
     if row is None:
         _create_head(session)
         row = session.execute(_PG_APPEND, params).one()
-    return AuditEvent(id=int(row.seq), at=row.at, prev_hash=row.prev_hash, row_hash=row.row_hash, **fields)
+    return Appended(int(row.seq), row.at, row.prev_hash, row.row_hash)
 
 
 def append(
@@ -190,7 +199,7 @@ def append(
     client_id: str | None,
     ip: str | None,
     detail: dict[str, Any],
-) -> AuditEvent:
+) -> Appended:
     """Add one event at the end of the chain, in the session's transaction (not committed)."""
     # The caller's own changes first: every transaction then locks its rows before
     # the chain head, never after it, so two cannot wait on each other.
@@ -214,7 +223,7 @@ def append(
     session.add(row)
     head = AuditChainHead.__table__
     session.execute(update(head).where(head.c.id == HEAD_ID).values(last_hash=row.row_hash))
-    return row
+    return Appended(seq, row.at, prev_hash, row.row_hash)
 
 
 # ---- verify --------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam, select
+
 from . import assurance
 from .db import db
 from .models import Account, Consent
@@ -155,11 +157,17 @@ def decide(ctx: AuthorizationContext) -> Prompt | None:
 # ---- remembered consent ------------------------------------------------------------
 
 
+# Built once: the statement's construction cost more than its cached compilation.
+_ACCOUNT_WITH_CONSENT = (
+    select(Account, Consent.scopes)
+    .outerjoin(Consent, (Consent.account_id == Account.id) & (Consent.client_id == bindparam("client_id")))
+    .where(Account.id == bindparam("account_id"))
+)
+
+
 def account_with_consent(account_id: str, client_id: str | None) -> tuple[Account | None, set[str]]:
     """The account and the scopes it allowed ``client_id``, in one query."""
-    query = db.select(Account, Consent.scopes).where(Account.id == account_id)
-    query = query.outerjoin(Consent, (Consent.account_id == Account.id) & (Consent.client_id == client_id))
-    row = db.session.execute(query).first()
+    row = db.session.execute(_ACCOUNT_WITH_CONSENT, {"account_id": account_id, "client_id": client_id}).first()
     if row is None:
         return None, set()
     return row[0], set(row[1] or ())
