@@ -98,3 +98,74 @@ def test_concurrent_refresh_exactly_one_wins(app, browser, client, portal, accou
 def test_unknown_refresh_token_is_invalid_grant(client, portal):
     response = refresh(client, portal, "not-a-token")
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant"
+
+
+def test_invalid_scope_does_not_spend_the_token(browser, client, portal, account):
+    first = tokens_for(browser, client, portal)
+    assert refresh(client, portal, first["refresh_token"], scope="admin").get_json()["error"] == "invalid_scope"
+    assert refresh(client, portal, first["refresh_token"]).status_code == 200
+
+
+def test_a_refresh_whose_commit_fails_leaves_the_old_token_usable(app, browser, client, portal, account):
+    """The claim and the successor commit together: a failed commit leaves neither."""
+    from sqlalchemy import event, exc
+
+    first = tokens_for(browser, client, portal)
+    grant_id = db.session.get(RefreshToken, token_hash(first["refresh_token"])).grant_id
+    stored_before = db.session.execute(
+        db.select(db.func.count()).select_from(RefreshToken).filter_by(grant_id=grant_id)
+    ).scalar_one()
+    db.session.rollback()
+
+    def fail(conn):
+        raise exc.OperationalError("COMMIT", {}, Exception("the database went away"))
+
+    event.listen(db.engine, "commit", fail)
+    try:
+        failed = refresh(client, portal, first["refresh_token"])
+    finally:
+        event.remove(db.engine, "commit", fail)
+    assert failed.status_code == 503 and failed.get_json()["error"] == "temporarily_unavailable"
+    stored_after = db.session.execute(
+        db.select(db.func.count()).select_from(RefreshToken).filter_by(grant_id=grant_id)
+    ).scalar_one()
+    assert stored_after == stored_before  # no successor stored
+    row = db.session.get(RefreshToken, token_hash(first["refresh_token"]))
+    assert row.used_at is None  # not spent
+    db.session.rollback()
+    # The client's retry is a normal refresh, not "reuse" that would revoke the grant.
+    retried = refresh(client, portal, first["refresh_token"])
+    assert retried.status_code == 200, retried.text
+    assert refresh(client, portal, first["refresh_token"]).get_json()["error"] == "invalid_grant"
+
+
+def test_reuse_is_recorded_and_names_the_reason(browser, client, portal, account):
+    from sso.models import AuditEvent, Grant
+
+    first = tokens_for(browser, client, portal)
+    grant_id = db.session.get(RefreshToken, token_hash(first["refresh_token"])).grant_id
+    assert refresh(client, portal, first["refresh_token"]).status_code == 200
+    assert refresh(client, portal, first["refresh_token"]).get_json()["error"] == "invalid_grant"
+    db.session.expire_all()
+    grant = db.session.get(Grant, grant_id)
+    assert grant.revoked_at is not None and grant.revoked_reason == "refresh_reuse"
+    events = db.session.execute(db.select(AuditEvent).filter_by(event="token.refresh_reuse")).scalars().all()
+    recorded = [(e.outcome, e.client_id, e.detail.get("grant")) for e in events]
+    assert recorded == [("failure", portal.client_id, grant_id)]
+
+
+def test_an_expired_refresh_token_is_invalid_grant_and_revokes_nothing(browser, client, portal, account):
+    from datetime import timedelta
+
+    from sso.models import Grant, utcnow
+
+    first = tokens_for(browser, client, portal)
+    row = db.session.get(RefreshToken, token_hash(first["refresh_token"]))
+    row.expires_at = utcnow() - timedelta(seconds=1)
+    grant_id = row.grant_id
+    db.session.commit()
+    response = refresh(client, portal, first["refresh_token"])
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant"
+    db.session.expire_all()
+    assert db.session.get(Grant, grant_id).revoked_at is None
+    assert db.session.get(RefreshToken, token_hash(first["refresh_token"])).used_at is None

@@ -77,6 +77,9 @@ class S256CodeChallenge(CodeChallenge):
         super().validate_code_challenge(grant, redirect_uri)
 
 
+_ACCOUNT_EXISTS = db.select(Account.__table__.c.id).where(Account.__table__.c.id == db.bindparam("account_id"))
+
+
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
 
@@ -133,12 +136,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Nothing to do: ``query_authorization_code`` already consumed it atomically."""
 
     def authenticate_user(self, authorization_code: StoredCode) -> Authorization | None:
-        account = db.session.get(Account, authorization_code["account_id"])
-        if account is None:
+        account_id = authorization_code["account_id"]
+        if db.session.connection().execute(_ACCOUNT_EXISTS, {"account_id": account_id}).first() is None:
             return None
-        grant = tokens.new_grant(
-            self.request.client,
-            account,
+        client: Client = self.request.client
+        authorization = tokens.open_grant(
+            client,
+            account_id,
             authorization_code["scope"],
             code=authorization_code["_code"],
             sid=authorization_code.get("sid"),
@@ -146,12 +150,15 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             acr=authorization_code.get("acr"),
             amr=authorization_code.get("amr") or [],
             acting=authorization_code.get("acting"),
+            # What Authlib's create_token_response asks of generate_token.
+            with_refresh_token=client.check_grant_type("refresh_token"),
+            nonce=authorization_code.get("nonce"),
+            claims_request=authorization_code.get("claims"),
         )
-        # Committed before any token is issued, so a replay arriving from now on finds it.
+        # The grant and its first refresh token, committed before any token is
+        # signed, so a replay of the code arriving from now on finds the grant.
         db.session.commit()
-        return Authorization.of_grant(
-            grant, account, nonce=authorization_code.get("nonce"), claims_request=authorization_code.get("claims")
-        )
+        return authorization
 
     def save_token(self, token: dict[str, Any]) -> None:
         db.session.commit()
@@ -184,33 +191,120 @@ class OpenIDConnectCode(OpenIDCode):
         return token
 
 
+_REFRESH_TOKENS = RefreshToken.__table__
+_GRANTS = Grant.__table__
+
+# The refresh hot path in Core statements on the session's connection (its
+# transaction): no ORM objects, no lazy loads, no autoflush.  Built once.
+_LOAD_REFRESH_TOKEN = (
+    db.select(
+        _REFRESH_TOKENS.c.client_id,
+        _REFRESH_TOKENS.c.scope,
+        _REFRESH_TOKENS.c.expires_at,
+        _REFRESH_TOKENS.c.used_at,
+        _GRANTS.c.id,
+        _GRANTS.c.account_id,
+        _GRANTS.c.scope,
+        _GRANTS.c.sid,
+        _GRANTS.c.auth_time,
+        _GRANTS.c.acr,
+        _GRANTS.c.amr,
+        _GRANTS.c.acting,
+        _GRANTS.c.expires_at,
+        _GRANTS.c.revoked_at,
+    )
+    .select_from(_REFRESH_TOKENS.join(_GRANTS, _GRANTS.c.id == _REFRESH_TOKENS.c.grant_id))
+    .where(_REFRESH_TOKENS.c.token_hash == db.bindparam("token_hash"))
+)
+_CLAIM_REFRESH_TOKEN = (
+    db.update(_REFRESH_TOKENS)
+    .where(_REFRESH_TOKENS.c.token_hash == db.bindparam("claimed_hash"), _REFRESH_TOKENS.c.used_at.is_(None))
+    .values(used_at=db.bindparam("claimed_at"))
+)
+
+
+class RefreshCredential:
+    """A presented refresh token with its grant, as read by one joined SELECT."""
+
+    __slots__ = (
+        "token_hash",
+        "client_id",
+        "scope",
+        "expires_at",
+        "used_at",
+        "grant_id",
+        "account_id",
+        "grant_scope",
+        "sid",
+        "auth_time",
+        "acr",
+        "amr",
+        "acting",
+        "grant_expires_at",
+        "grant_revoked_at",
+    )
+
+    def __init__(self, token_hash: str, row: Any) -> None:
+        self.token_hash = token_hash
+        (
+            self.client_id,
+            self.scope,
+            self.expires_at,
+            self.used_at,
+            self.grant_id,
+            self.account_id,
+            self.grant_scope,
+            self.sid,
+            self.auth_time,
+            self.acr,
+            self.amr,
+            self.acting,
+            self.grant_expires_at,
+            self.grant_revoked_at,
+        ) = row
+
+    # ---- what Authlib's refresh grant asks of a credential -------------------
+    def check_client(self, client: Client) -> bool:
+        return self.client_id == client.client_id  # type: ignore[no-any-return]
+
+    def get_scope(self) -> str:
+        return self.scope  # type: ignore[no-any-return]
+
+
 class RefreshTokenGrant(grants.RefreshTokenGrant):
+    """Rotation on every use; a rotated token presented again revokes its grant.
+
+    Per successful refresh: one SELECT (token joined with its grant), the claiming
+    UPDATE, the successor's INSERT, one COMMIT.
+    """
+
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation on every use (RFC 9700 §4.14.2)
 
-    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshCredential | None:
         if not isinstance(refresh_token, str) or len(refresh_token) > 256:
             return None
-        row = db.session.get(RefreshToken, token_hash(refresh_token))
+        hashed = token_hash(refresh_token)
+        row = db.session.connection().execute(_LOAD_REFRESH_TOKEN, {"token_hash": hashed}).first()
         if row is None:
             return None
-        grant = row.grant
-        if row.client_id != self.request.client.client_id:
+        token = RefreshCredential(hashed, row)
+        if token.client_id != self.request.client.client_id:
             return None
-        if row.used_at is not None:
+        if token.used_at is not None:
             # A rotated token came back: someone holds a stolen copy. Revoke the family.
-            tokens.revoke_grant(grant.id, "refresh_reuse")
+            tokens.revoke_grant(token.grant_id, "refresh_reuse")
             from .. import audit
 
-            audit.record("token.refresh_reuse", outcome="failure", client_id=row.client_id, grant=grant.id)
+            audit.record("token.refresh_reuse", outcome="failure", client_id=token.client_id, grant=token.grant_id)
             return None
-        if grant.revoked_at is not None or row.expires_at <= utcnow():
+        if token.grant_revoked_at is not None or token.expires_at <= utcnow():
             return None
-        return row
+        return token
 
-    def authenticate_user(self, refresh_token: RefreshToken) -> Authorization | None:
-        grant = refresh_token.grant
-        if grant.acting and "cn_legal_person" in (grant.scope or "").split():
+    def authenticate_user(self, refresh_token: RefreshCredential) -> Authorization | None:
+        grant_id = refresh_token.grant_id
+        if refresh_token.acting and "cn_legal_person" in (refresh_token.grant_scope or "").split():
             # Acting for an enterprise ends at once (authorisation revoked or past its
             # valid_until, licence revoked, new legal representative): checked before the
             # token is spent, so a registry outage does not burn it (retry later).
@@ -220,13 +314,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             from ..connectors.base import RegistryUnavailable
 
             try:
-                valid = legal.still_valid(grant.acting)
+                valid = legal.still_valid(refresh_token.acting)
             except RegistryUnavailable:
                 unavailable = OAuth2Error("The enterprise registry cannot be reached now. Try again later.")
                 unavailable.error, unavailable.status_code = "temporarily_unavailable", 503
                 raise unavailable from None
             if not valid:
-                tokens.revoke_grant(grant.id, "acting_ended")
+                tokens.revoke_grant(grant_id, "acting_ended")
                 raise InvalidGrantError("The authorisation to act for this enterprise has ended.")
         # The atomic step: only the request whose UPDATE flips used_at may issue. It is
         # NOT committed here: marking the old token used and storing its successor
@@ -234,25 +328,35 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         # leaves the old token usable instead of turning the client's retry into
         # "reuse" that revokes the whole grant. The UPDATE's row lock (PostgreSQL) or
         # write lock (SQLite) makes a concurrent use wait, then find it used.
-        claimed = db.session.execute(
-            db.update(RefreshToken)
-            .where(RefreshToken.token_hash == refresh_token.token_hash, RefreshToken.used_at.is_(None))
-            .values(used_at=utcnow())
-        ).rowcount
+        claimed = (
+            db.session.connection()
+            .execute(_CLAIM_REFRESH_TOKEN, {"claimed_hash": refresh_token.token_hash, "claimed_at": utcnow()})
+            .rowcount
+        )
         if claimed != 1:
             db.session.rollback()
-            tokens.revoke_grant(grant.id, "refresh_reuse")
+            tokens.revoke_grant(grant_id, "refresh_reuse")
             raise InvalidGrantError("The refresh token was already used.")
-        account = db.session.get(Account, grant.account_id) if grant.account_id else None
-        if account is None:
+        # grants.account_id references accounts (ON DELETE CASCADE): set means it exists.
+        if refresh_token.account_id is None:
             return None
-        return Authorization.of_grant(grant, account)
+        return Authorization(
+            account_id=refresh_token.account_id,
+            grant_id=grant_id,
+            sid=refresh_token.sid,
+            auth_time=refresh_token.auth_time,
+            acr=refresh_token.acr,
+            amr=list(refresh_token.amr or []),
+            acting=refresh_token.acting,
+            grant_scope=refresh_token.grant_scope,
+            grant_expires_at=refresh_token.grant_expires_at,
+        )
 
-    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
-        """Already marked used in ``authenticate_user``; commit the new token."""
-        db.session.commit()
+    def revoke_old_credential(self, refresh_token: RefreshCredential) -> None:
+        """Already marked used in ``authenticate_user``, committed by ``save_token``."""
 
     def save_token(self, token: dict[str, Any]) -> None:
+        # The claim and the successor, together (one fsync).
         db.session.commit()
 
 

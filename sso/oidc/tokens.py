@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,27 +20,82 @@ from .. import metrics
 from ..claims import legal_person_claim
 from ..crypto import new_token, token_hash
 from ..db import db
-from ..models import Account, Client, Grant, RefreshToken, RevokedAccessToken, utcnow
+from ..models import Account, Client, Grant, RefreshToken, RevokedAccessToken, new_id, utcnow
 
 ACCESS_TOKEN_TYP = "at+jwt"
 
 
-@dataclass
 class Authorization:
-    """The end-user side of a grant, handed to Authlib as its ``user``."""
+    """The end-user side of a grant, handed to Authlib as its ``user``.
 
-    account: Account
-    grant_id: str
-    sid: str | None
-    auth_time: int | None
-    acr: str | None
-    amr: list[str] = field(default_factory=list)
-    nonce: str | None = None
-    acting: dict[str, Any] | None = None  # legal-person context of the session
-    claims_request: str | None = None  # the authorization request's claims parameter (§5.5)
+    Built either around a loaded :class:`Account` (authorize) or around the
+    account's id alone (code exchange, refresh): then ``account`` is loaded on first
+    use, and the token path — whose ``sub`` needs only the id — never loads it.
+    ``grant_scope``/``grant_expires_at`` (when known) let the rotated refresh token
+    be stored without reading the grant again.
+    """
+
+    __slots__ = (
+        "_account",
+        "account_id",
+        "grant_id",
+        "sid",
+        "auth_time",
+        "acr",
+        "amr",
+        "nonce",
+        "acting",
+        "claims_request",
+        "grant_scope",
+        "grant_expires_at",
+        "issued_refresh_token",
+    )
+
+    def __init__(
+        self,
+        account: Account | None = None,
+        grant_id: str = "",
+        sid: str | None = None,
+        auth_time: int | None = None,
+        acr: str | None = None,
+        amr: list[str] | None = None,
+        nonce: str | None = None,
+        acting: dict[str, Any] | None = None,  # legal-person context of the session
+        claims_request: str | None = None,  # the authorization request's claims parameter (§5.5)
+        *,
+        account_id: str | None = None,
+        grant_scope: str | None = None,
+        grant_expires_at: datetime | None = None,
+        issued_refresh_token: str | None = None,
+    ) -> None:
+        if account is None and account_id is None:
+            raise ValueError("an Authorization needs its account or the account's id")
+        self._account = account
+        self.account_id: str = account.id if account is not None else account_id  # type: ignore[assignment]
+        self.grant_id = grant_id
+        self.sid = sid
+        self.auth_time = auth_time
+        self.acr = acr
+        self.amr: list[str] = amr if amr is not None else []
+        self.nonce = nonce
+        self.acting = acting
+        self.claims_request = claims_request
+        self.grant_scope = grant_scope
+        self.grant_expires_at = grant_expires_at
+        # A refresh token already stored with the grant (code exchange): handed out as is.
+        self.issued_refresh_token = issued_refresh_token
+
+    @property
+    def account(self) -> Account:
+        if self._account is None:
+            account = db.session.get(Account, self.account_id)
+            if account is None:
+                raise LookupError("the account of this authorization no longer exists")
+            self._account = account
+        return self._account
 
     def get_user_id(self) -> str:
-        return self.account.id
+        return self.account_id
 
     def session_claims(self, scope: str) -> dict[str, Any]:
         """What both ID and access tokens say about the sign-in (and the acting enterprise)."""
@@ -69,6 +123,8 @@ class Authorization:
             acr=grant.acr,
             amr=list(grant.amr or []),
             acting=grant.acting,
+            grant_scope=grant.scope,
+            grant_expires_at=grant.expires_at,
             **request_only,
         )
 
@@ -82,6 +138,20 @@ def subject_for(client: Client, account: Account) -> str:
     from ..claims import subject_for as pairwise_or_public
 
     return pairwise_or_public(client, account)
+
+
+class _AccountRef:
+    """An account known by its id alone: all that ``claims.subject_for`` reads of it."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, account_id: str) -> None:
+        self.id = account_id
+
+
+def _subject(client: Client, authorization: Authorization) -> str:
+    account = authorization._account
+    return subject_for(client, account if account is not None else _AccountRef(authorization.account_id))  # type: ignore[arg-type]
 
 
 def half_hash(value: str, alg: str) -> str:
@@ -108,7 +178,7 @@ def issue_access_token(
         "scope": scope,
     }
     if authorization is not None:
-        claims["sub"] = subject_for(client, authorization.account)
+        claims["sub"] = _subject(client, authorization)
         claims["gid"] = authorization.grant_id
         claims.update(authorization.session_claims(scope))
     else:
@@ -117,16 +187,32 @@ def issue_access_token(
     return gw.keys.sign(claims, alg="RS256", typ=ACCESS_TOKEN_TYP)  # type: ignore[no-any-return]
 
 
+_INSERT_REFRESH_TOKEN = RefreshToken.__table__.insert()
+
+
 def issue_refresh_token(grant: Grant, client: Client, scope: str) -> str:
+    """A new refresh token of ``grant`` (flushed already), valid as long as the grant."""
+    return store_refresh_token(grant.id, client, scope, grant.expires_at)
+
+
+def store_refresh_token(grant_id: str, client: Client, scope: str, expires_at: datetime) -> str:
+    """A new refresh token of the grant, stored by hash in the request's transaction.
+
+    One Core ``INSERT`` on the session's connection: no ORM object, no unit-of-work
+    flush at commit.  It commits (or rolls back) with whatever else the request did.
+    """
     token = new_token(32)
-    db.session.add(
-        RefreshToken(
-            token_hash=token_hash(token),
-            grant_id=grant.id,
-            client_id=client.client_id,
-            scope=scope,
-            expires_at=grant.expires_at,
-        )
+    db.session.connection().execute(
+        _INSERT_REFRESH_TOKEN,
+        {
+            "token_hash": token_hash(token),
+            "grant_id": grant_id,
+            "client_id": client.client_id,
+            "scope": scope,
+            "created_at": utcnow(),
+            "expires_at": expires_at,
+            "used_at": None,
+        },
     )
     return token
 
@@ -144,7 +230,7 @@ def issue_id_token(
     alg = client.id_token_signed_response_alg or gw.settings.default_signing_alg
     claims: dict[str, Any] = {
         "iss": gw.settings.issuer,
-        "sub": subject_for(client, authorization.account),
+        "sub": _subject(client, authorization),
         "aud": client.client_id,
         "azp": client.client_id,
         "exp": now + gw.settings.id_token_ttl,
@@ -185,12 +271,19 @@ def make_token_generator():  # type: ignore[no-untyped-def]
             "expires_in": ttl,
             "scope": scope,
         }
-        if include_refresh_token and user is not None:
-            grant = db.session.get(Grant, user.grant_id)
-            if grant is not None:
-                # RFC 6749 §6: a rotated refresh token keeps the grant's full scope,
-                # even when this access token was asked for less.
-                token["refresh_token"] = issue_refresh_token(grant, client, grant.scope)
+        if include_refresh_token and user is not None and user.issued_refresh_token is not None:
+            token["refresh_token"] = user.issued_refresh_token
+        elif include_refresh_token and user is not None:
+            # RFC 6749 §6: a rotated refresh token keeps the grant's full scope, even
+            # when this access token was asked for less.
+            if user.grant_scope is not None and user.grant_expires_at is not None:
+                token["refresh_token"] = store_refresh_token(
+                    user.grant_id, client, user.grant_scope, user.grant_expires_at
+                )
+            else:
+                grant = db.session.get(Grant, user.grant_id)
+                if grant is not None:
+                    token["refresh_token"] = issue_refresh_token(grant, client, grant.scope)
         metrics.token_issued(grant_type, client.client_id)
         return token
 
@@ -242,6 +335,67 @@ def new_grant(
     )
     db.session.add(grant)
     return grant
+
+
+_INSERT_GRANT = Grant.__table__.insert()
+
+
+def open_grant(
+    client: Client,
+    account_id: str,
+    scope: str,
+    *,
+    code: str,
+    sid: str | None,
+    auth_time: int | None,
+    acr: str | None,
+    amr: list[str],
+    acting: dict[str, Any] | None,
+    with_refresh_token: bool,
+    **request_only: Any,
+) -> Authorization:
+    """The grant a redeemed code opens, and its first refresh token, in the request's transaction.
+
+    Core ``INSERT``s on the session's connection (no ORM objects that a commit would
+    expire and a later read reload); the caller commits before any token is signed.
+    Returns the end-user side, built from these values.
+    """
+    grant_id = new_id()
+    now = utcnow()
+    expires_at = now + timedelta(seconds=_gateway().settings.refresh_token_ttl)
+    db.session.connection().execute(
+        _INSERT_GRANT,
+        {
+            "id": grant_id,
+            "client_id": client.client_id,
+            "account_id": account_id,
+            "scope": scope,
+            "code_hash": token_hash(code),
+            "sid": sid,
+            "auth_time": auth_time,
+            "acr": acr,
+            "amr": amr,
+            "acting": acting,
+            "created_at": now,
+            "expires_at": expires_at,
+            "revoked_at": None,
+            "revoked_reason": None,
+        },
+    )
+    refresh_token = store_refresh_token(grant_id, client, scope, expires_at) if with_refresh_token else None
+    return Authorization(
+        account_id=account_id,
+        grant_id=grant_id,
+        sid=sid,
+        auth_time=auth_time,
+        acr=acr,
+        amr=list(amr),
+        acting=acting,
+        grant_scope=scope,
+        grant_expires_at=expires_at,
+        issued_refresh_token=refresh_token,
+        **request_only,
+    )
 
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
