@@ -122,6 +122,8 @@ def measure(
 
     browser = app.test_client()  # keeps cookies: the CSRF session cookie, then the SSO session
     steps = dict.fromkeys(LOGIN_STEPS, 0.0)
+    step_sql = dict.fromkeys(LOGIN_STEPS, 0)
+    step_commits = dict.fromkeys(LOGIN_STEPS, 0)
     argon = {"cpu": 0.0, "calls": 0}
     real_hasher = local.PASSWORDS
 
@@ -144,9 +146,12 @@ def measure(
     login_state = {"i": 0}
 
     def step(name: str, fn: Any, *a: Any, **kw: Any) -> Any:
+        sql, commits = counts["sql"], counts["commit"]
         t0 = time.process_time()
         r = fn(*a, **kw)
         steps[name] += time.process_time() - t0
+        step_sql[name] += counts["sql"] - sql
+        step_commits[name] += counts["commit"] - commits
         return r
 
     def login_flow() -> Any:
@@ -234,7 +239,7 @@ def measure(
         for key in counts:
             counts[key] = 0
         for key in steps:
-            steps[key] = 0.0
+            steps[key], step_sql[key], step_commits[key] = 0.0, 0, 0
         argon.update(cpu=0.0, calls=0)
         started = time.process_time()
         for _ in range(n):
@@ -254,7 +259,10 @@ def measure(
                 f"(flows per CPU-second {1 / cpu:.1f}) |"
             )
             for key, total in steps.items():
-                print(f"|   login step: {key} | {total / n * 1e6:,.0f} |")
+                print(
+                    f"|   login step: {key} | {total / n * 1e6:,.0f} | {step_sql[key] / n:.1f} | | | "
+                    f"{step_commits[key] / n:.1f} |"
+                )
     if profile:
         argon.update(cpu=0.0, calls=0)
         profiler = cProfile.Profile(time.process_time)  # CPU, not waiting on the database

@@ -105,7 +105,19 @@ def test_login_page_reads_portal_and_interaction_once(app, client, browser, port
 
 def test_login_page_names_a_portal_missing_from_the_cache(app, client, browser, portal):
     location = browser.authorize(portal).headers["Location"]
-    app.extensions["sso"].server.client_cache.invalidate()
+    cache = app.extensions["sso"].server.client_cache
+    cache.invalidate()
+    page = client.get(location)
+    assert page.status_code == 200
+    assert "税务服务 Tax portal" in page.text
+    assert cache.get(portal.client_id) is not None  # filled for the login POST
+
+
+def test_login_page_still_names_a_disabled_portal(app, client, browser, portal):
+    from sso.clients import disable_client
+
+    location = browser.authorize(portal).headers["Location"]
+    disable_client(portal.client_id)
     page = client.get(location)
     assert page.status_code == 200
     assert "税务服务 Tax portal" in page.text

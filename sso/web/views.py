@@ -40,15 +40,17 @@ def _gateway():  # type: ignore[no-untyped-def]
 def _page_client(interaction: dict | None) -> Client | None:  # type: ignore[type-arg]
     """The portal of a stored authorization request, for the login and consent pages.
 
-    From the per-process portal cache when /authorize has just put it there (a
-    snapshot at most ``client_cache_ttl`` old, as the protocol endpoints use), else
-    from the database, disabled or not, as ``interaction_client`` finds it.
+    From the per-process portal cache, which /authorize has usually just filled (a
+    snapshot at most ``client_cache_ttl`` old, as the protocol endpoints use); on a
+    miss the lookup fills it for the next page of the flow.  A disabled portal is
+    still found, from the database, as ``interaction_client`` finds it.
     """
     client_id = next((v for k, v in (interaction or {}).get("args", []) if k == "client_id"), None)
     if client_id is not None:
-        cached = _gateway().server.client_cache.get(client_id)
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
+        server = _gateway().server
+        client = server.client_cache.get(client_id) or server.query_client(client_id)
+        if client is not None:
+            return client  # type: ignore[no-any-return]
     return authorize_flow.interaction_client(interaction)
 
 
