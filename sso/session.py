@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -65,9 +65,11 @@ class BrowserSession:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("handle")
-        return data
+        # Shallow (dataclasses.asdict deep-copies): the stores only serialise it.
+        return {name: getattr(self, name) for name in _STORED_FIELDS}
+
+
+_STORED_FIELDS = tuple(name for name in BrowserSession.__dataclass_fields__ if name != "handle")
 
 
 # g attribute: the session read by current(defer=True) still owes its sliding expiry
