@@ -61,6 +61,10 @@ class Settings:
     # the bound on how late a change made by another process (disable, delete,
     # secret rotation, `sso clients ...`) takes effect here. 0: read it every time.
     client_cache_ttl: int = 5
+    # How long a process may answer "this grant / access token is not revoked" without
+    # asking the database (s): a safety net only, revocations reach every process at
+    # once (sso.revocations). 0: ask the database every time.
+    revocation_cache_ttl: int = 30
     # Default ID token algorithm; clients may ask for ES256.
     default_signing_alg: str = "RS256"
     # Reverse proxies in front of the gateway whose X-Forwarded-For is trusted for
@@ -220,6 +224,8 @@ def validate(settings: Settings) -> list[str]:
         problems.append("key_publish_lead must not be negative")
     if not 0 <= settings.client_cache_ttl <= 60:
         problems.append("client_cache_ttl must be between 0 and 60 seconds")
+    if not 0 <= settings.revocation_cache_ttl <= 300:
+        problems.append("revocation_cache_ttl must be between 0 and 300 seconds")
     if settings.default_signing_alg not in _SUPPORTED_ALGS:
         problems.append(f"default_signing_alg must be one of {', '.join(_SUPPORTED_ALGS)}")
     if settings.redis_url and urlsplit(settings.redis_url).scheme not in (

@@ -15,11 +15,11 @@ from .. import session as browser_session
 from ..claims import user_claims
 from ..db import db
 from ..errors import NO_STORE, error_page, json_error
-from ..models import Account, Client, Grant
+from ..models import Account, Client
 from ..security import CSP
 from ..web.forms import LogoutForm
 from . import authorize as authorize_flow
-from .endpoints import validate_access_token
+from .endpoints import check_access_token
 from .requests import GatewayRequest
 
 bp = Blueprint("oidc", __name__)
@@ -153,16 +153,17 @@ def userinfo() -> Response:
         token = request.form["access_token"]
     if token is None:
         return _bearer_error(401, "", "An access token is required.")
-    claims = validate_access_token(token)
-    if claims is None or "gid" not in claims:
+    active = check_access_token(token)
+    if active is None or active.grant is None:
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
+    claims = active.claims
     scopes = str(claims.get("scope", "")).split()
     if "openid" not in scopes:
         return _bearer_error(403, "insufficient_scope", "The token lacks the openid scope.")
     # Disabled portals are None here: their unexpired tokens stop working (within
     # client_cache_ttl of the change, sso.oidc.server.ClientCache).
     client = _gateway().server.query_client(claims["client_id"])
-    grant = db.session.get(Grant, claims["gid"])  # loaded by validate_access_token: no query
+    grant = active.grant  # what check_access_token found (cached or read): no query
     account = db.session.get(Account, grant.account_id) if grant and grant.account_id else None
     if client is None or client.disabled or account is None or account.status != "active":
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
