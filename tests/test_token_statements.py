@@ -19,14 +19,18 @@ from sqlalchemy import event
 from sso.db import db
 from tests.conftest import basic, redeem
 
-_TABLE = re.compile(r"^\s*(SELECT\b.*?\bFROM|INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\"?(\w+)", re.S | re.I)
+_WRITES = re.compile(r"\b(UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+\"?(\w+)", re.I)
+_READ = re.compile(r"^\s*SELECT\b.*?\bFROM\s+\"?(\w+)", re.S | re.I)
 
 
 def _kind(statement: str) -> str:
-    match = _TABLE.match(statement)
-    if match is None:
-        return statement.split(None, 1)[0].upper()
-    return f"{match.group(1).split(None, 1)[0].upper()} {match.group(2)}"
+    """'SELECT t' for a read, 'UPDATE t', 'INSERT t' ... for writes, joined by '+' when a
+    statement writes more than once (a data-modifying CTE)."""
+    writes = [f"{verb.split(None, 1)[0].upper()} {table}" for verb, table in _WRITES.findall(statement)]
+    if writes:
+        return " + ".join(writes)
+    read = _READ.match(statement)
+    return f"SELECT {read.group(1)}" if read else statement.split(None, 1)[0].upper()
 
 
 class Recorded:

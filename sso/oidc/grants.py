@@ -221,6 +221,25 @@ _CLAIM_REFRESH_TOKEN = (
     .where(_REFRESH_TOKENS.c.token_hash == db.bindparam("claimed_hash"), _REFRESH_TOKENS.c.used_at.is_(None))
     .values(used_at=db.bindparam("claimed_at"))
 )
+# PostgreSQL: the claim and the successor's INSERT in one statement (a data-modifying
+# CTE): the successor row exists iff this statement's UPDATE flipped used_at.
+_CLAIMED = _CLAIM_REFRESH_TOKEN.returning(_REFRESH_TOKENS.c.grant_id).cte("claimed")
+_CLAIM_AND_ROTATE = (
+    _REFRESH_TOKENS.insert()
+    .from_select(
+        ["token_hash", "grant_id", "client_id", "scope", "created_at", "expires_at"],
+        db.select(
+            db.bindparam("new_hash", type_=db.String),
+            _CLAIMED.c.grant_id,
+            db.bindparam("new_client_id", type_=db.String),
+            db.bindparam("new_scope", type_=db.String),
+            db.bindparam("new_created_at", type_=db.DateTime),
+            db.bindparam("new_expires_at", type_=db.DateTime),
+        ),
+    )
+    # An INSERT's rowcount is kept only when asked for (SQLAlchemy 2.0.28+).
+    .execution_options(preserve_rowcount=True)
+)
 
 
 class RefreshCredential:
@@ -274,8 +293,9 @@ class RefreshCredential:
 class RefreshTokenGrant(grants.RefreshTokenGrant):
     """Rotation on every use; a rotated token presented again revokes its grant.
 
-    Per successful refresh: one SELECT (token joined with its grant), the claiming
-    UPDATE, the successor's INSERT, one COMMIT.
+    Per successful refresh: one SELECT (the token joined with its grant), the claim
+    with the successor's INSERT (one statement on PostgreSQL, two elsewhere), one
+    COMMIT.
     """
 
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
@@ -322,24 +342,22 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             if not valid:
                 tokens.revoke_grant(grant_id, "acting_ended")
                 raise InvalidGrantError("The authorisation to act for this enterprise has ended.")
-        # The atomic step: only the request whose UPDATE flips used_at may issue. It is
-        # NOT committed here: marking the old token used and storing its successor
-        # commit together (save_token), so a crash or a database error in between
-        # leaves the old token usable instead of turning the client's retry into
-        # "reuse" that revokes the whole grant. The UPDATE's row lock (PostgreSQL) or
-        # write lock (SQLite) makes a concurrent use wait, then find it used.
-        claimed = (
-            db.session.connection()
-            .execute(_CLAIM_REFRESH_TOKEN, {"claimed_hash": refresh_token.token_hash, "claimed_at": utcnow()})
-            .rowcount
-        )
-        if claimed != 1:
-            db.session.rollback()
-            tokens.revoke_grant(grant_id, "refresh_reuse")
-            raise InvalidGrantError("The refresh token was already used.")
         # grants.account_id references accounts (ON DELETE CASCADE): set means it exists.
         if refresh_token.account_id is None:
             return None
+        # The atomic step: only the request whose UPDATE flips used_at may issue, and
+        # the successor is stored in the same transaction. Neither is committed here:
+        # they commit together (save_token), so a crash or a database error in between
+        # leaves the old token usable instead of turning the client's retry into
+        # "reuse" that revokes the whole grant. The UPDATE's row lock (PostgreSQL) or
+        # write lock (SQLite) makes a concurrent use wait, then find it used.
+        # RFC 6749 §6: the successor keeps the grant's full scope, even when this
+        # access token is asked for less.
+        successor = self._claim_and_rotate(refresh_token)
+        if successor is None:
+            db.session.rollback()
+            tokens.revoke_grant(grant_id, "refresh_reuse")
+            raise InvalidGrantError("The refresh token was already used.")
         return Authorization(
             account_id=refresh_token.account_id,
             grant_id=grant_id,
@@ -350,6 +368,34 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             acting=refresh_token.acting,
             grant_scope=refresh_token.grant_scope,
             grant_expires_at=refresh_token.grant_expires_at,
+            issued_refresh_token=successor,
+        )
+
+    def _claim_and_rotate(self, refresh_token: RefreshCredential) -> str | None:
+        """Mark the presented token used and store its successor; None if it was used already."""
+        conn = db.session.connection()
+        client = self.request.client
+        now = utcnow()
+        if conn.dialect.name == "postgresql":
+            successor = new_token(32)
+            stored = conn.execute(
+                _CLAIM_AND_ROTATE,
+                {
+                    "claimed_hash": refresh_token.token_hash,
+                    "claimed_at": now,
+                    "new_hash": token_hash(successor),
+                    "new_client_id": client.client_id,
+                    "new_scope": refresh_token.grant_scope,
+                    "new_created_at": now,
+                    "new_expires_at": refresh_token.grant_expires_at,
+                },
+            ).rowcount
+            return successor if stored == 1 else None
+        claimed = conn.execute(_CLAIM_REFRESH_TOKEN, {"claimed_hash": refresh_token.token_hash, "claimed_at": now})
+        if claimed.rowcount != 1:
+            return None
+        return tokens.store_refresh_token(
+            refresh_token.grant_id, client, refresh_token.grant_scope, refresh_token.grant_expires_at
         )
 
     def revoke_old_credential(self, refresh_token: RefreshCredential) -> None:

@@ -1,0 +1,154 @@
+"""Refresh rotation on PostgreSQL, where the claim and the successor are one statement.
+
+On PostgreSQL the claiming ``UPDATE … WHERE used_at IS NULL`` and the successor's
+``INSERT`` run as one data-modifying CTE (``sso.oidc.grants``): the successor row
+exists iff that statement flipped ``used_at``.  These tests hold it to the same
+guarantees as the two-statement form: rotation, reuse revoking the family, exactly
+one winner among concurrent uses (real row locks), and a failed commit leaving the
+old token usable.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from sso import create_app
+from sso.bootstrap import prepare
+from sso.crypto import token_hash
+from sso.db import db
+from sso.models import Grant, RefreshToken
+from tests.backends import pg_url  # noqa: F401  (fixture)
+from tests.conftest import Browser, IsolatedClient, Portal, basic, make_settings, redeem
+from tests.test_token_statements import recording
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_app(tmp_path: Any, pg_url: str) -> Iterator[Flask]:  # noqa: F811
+    app = create_app(make_settings(tmp_path, database_url=pg_url, client_cache_ttl=60))
+    app.test_client_class = IsolatedClient
+    prepare(app)
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def setup(pg_app: Flask) -> tuple[Any, Portal, Browser]:
+    from sso.clients import create_client
+    from sso.connectors.local import create_account
+
+    create_account("alice", "correct horse battery staple", "Alice")
+    reg = create_client(
+        name="Tax",
+        client_id="tax-portal",
+        redirect_uris=["https://portal.example.gov.cn/callback"],
+        grant_types=["authorization_code", "refresh_token", "client_credentials"],
+    )
+    portal = Portal(reg.client.client_id, reg.client_secret)
+    client = pg_app.test_client()
+    return client, portal, Browser(client)
+
+
+def refresh(client: Any, portal: Portal, token: str) -> Any:
+    return client.post("/token", data={"grant_type": "refresh_token", "refresh_token": token}, headers=basic(portal))
+
+
+def first_tokens(client: Any, portal: Portal, browser: Browser) -> dict[str, Any]:
+    code, verifier = browser.code_for(portal)
+    response = redeem(client, portal, code, verifier)
+    assert response.status_code == 200, response.text
+    return response.get_json()  # type: ignore[no-any-return]
+
+
+def test_code_exchange_and_refresh_statements(pg_app, setup):
+    client, portal, browser = setup
+    code, verifier = browser.code_for(portal)
+    with recording(pg_app) as seen:
+        first = redeem(client, portal, code, verifier)
+    assert first.status_code == 200, first.text
+    assert seen.statements == ["SELECT accounts", "INSERT grants", "INSERT refresh_tokens"]
+    assert seen.commits == 1
+    with recording(pg_app) as seen:
+        second = refresh(client, portal, first.get_json()["refresh_token"])
+    assert second.status_code == 200, second.text
+    assert seen.statements == ["SELECT refresh_tokens", "UPDATE refresh_tokens + INSERT refresh_tokens"]
+    assert seen.commits == 1
+
+
+def test_rotation_and_reuse_revoke_the_family(pg_app, setup):
+    client, portal, browser = setup
+    first = first_tokens(client, portal, browser)
+    second = refresh(client, portal, first["refresh_token"])
+    assert second.status_code == 200, second.text
+    rotated = second.get_json()
+    assert rotated["refresh_token"] != first["refresh_token"] and rotated["scope"] == "openid profile"
+    successor = db.session.get(RefreshToken, token_hash(rotated["refresh_token"]))
+    old = db.session.get(RefreshToken, token_hash(first["refresh_token"]))
+    assert successor is not None and successor.used_at is None and old.used_at is not None
+    grant = db.session.get(Grant, old.grant_id)
+    assert (successor.grant_id, successor.scope, successor.expires_at) == (grant.id, grant.scope, grant.expires_at)
+    db.session.rollback()
+
+    reuse = refresh(client, portal, first["refresh_token"])
+    assert reuse.status_code == 400 and reuse.get_json()["error"] == "invalid_grant"
+    assert refresh(client, portal, rotated["refresh_token"]).get_json()["error"] == "invalid_grant"
+    db.session.expire_all()
+    assert db.session.get(Grant, old.grant_id).revoked_reason == "refresh_reuse"
+
+
+def test_concurrent_refresh_exactly_one_wins(pg_app, setup):
+    client, portal, browser = setup
+    first = first_tokens(client, portal, browser)
+    results: list[tuple[int, dict[str, Any]]] = []
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        with pg_app.app_context():
+            c = pg_app.test_client()
+            barrier.wait()
+            response = refresh(c, portal, first["refresh_token"])
+            results.append((response.status_code, response.get_json()))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(status for status, _ in results) == [200] + [400] * 7
+    assert all(body["error"] == "invalid_grant" for status, body in results if status == 400)
+    # Exactly one successor was stored for the one winner.
+    grant_id = db.session.get(RefreshToken, token_hash(first["refresh_token"])).grant_id
+    rows = db.session.execute(db.select(RefreshToken).filter_by(grant_id=grant_id)).scalars().all()
+    assert len(rows) == 2
+
+
+def test_a_failed_commit_leaves_the_old_token_usable(pg_app, setup):
+    from sqlalchemy import event, exc
+
+    client, portal, browser = setup
+    first = first_tokens(client, portal, browser)
+    grant_id = db.session.get(RefreshToken, token_hash(first["refresh_token"])).grant_id
+    db.session.rollback()
+
+    def fail(conn: Any) -> None:
+        raise exc.OperationalError("COMMIT", {}, Exception("the database went away"))
+
+    event.listen(db.engine, "commit", fail)
+    try:
+        failed = refresh(client, portal, first["refresh_token"])
+    finally:
+        event.remove(db.engine, "commit", fail)
+    assert failed.status_code == 503 and failed.get_json()["error"] == "temporarily_unavailable"
+    rows = db.session.execute(db.select(RefreshToken).filter_by(grant_id=grant_id)).scalars().all()
+    assert [row.used_at for row in rows] == [None]  # neither the claim nor the successor
+    db.session.rollback()
+    assert refresh(client, portal, first["refresh_token"]).status_code == 200
+    assert refresh(client, portal, first["refresh_token"]).get_json()["error"] == "invalid_grant"
