@@ -152,6 +152,22 @@ def test_client_credentials_tokens_are_cached_by_jti(app, client, portal):
     assert introspect(client, portal, access) == {"active": False}
 
 
+def test_a_withdrawn_signing_key_ends_tokens_verified_before(app, browser, client, portal, account):
+    from sso.models import SigningKey
+
+    access = tokens_for(browser, client, portal)["access_token"]
+    warm(app, client, portal, access)  # signature verified once, remembered with the key set
+    keys = app.extensions["sso"].keys
+    old_kid = pyjwt.get_unverified_header(access)["kid"]
+    keys.rotate("RS256", activate_in=0)
+    db.session.execute(delete(SigningKey).where(SigningKey.kid == old_kid))
+    db.session.commit()
+    keys.reload()
+    assert cached(app, access)  # "not revoked" is still remembered, but...
+    assert inactive(app, access)  # ...the signature no longer checks out
+    assert introspect(client, portal, access) == {"active": False}
+
+
 def test_ttl_zero_asks_the_database_every_time(tmp_path, monkeypatch):
     application = create_app(make_settings(tmp_path, revocation_cache_ttl=0))
     application.test_client_class = IsolatedClient
