@@ -57,7 +57,8 @@ class GatewayRequest(OAuth2Request):
             raise InsecureTransportError()
         self.method = method
         self.uri = issuer + path + ("?" + query if query else "")
-        self.headers = headers or {}
+        # Not "headers or {}": the truth test of EnvironHeaders walks the whole environ.
+        self.headers = headers if headers is not None else {}
         self._body = None
         self.client = self.auth_method = self.user = None
         self.authorization_code = self.refresh_token = self.credential = None
