@@ -179,6 +179,9 @@ def configure(fmt: str = "json", level: str = "INFO", stream: Any = None) -> log
     # No caller lookup (a walk up the stack for every record): neither format prints the
     # source file or line (the logging HOWTO's "Optimization" section).
     logging._srcfile = None
+    # Nor thread and process names on each record: no format prints them, and the
+    # request id ties a request's lines together.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == "sso"]:
         root.removeHandler(old)

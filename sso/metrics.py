@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from typing import Any
 
 from flask import Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -49,9 +50,20 @@ def multiprocess_mode() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
 
 
+_REQUEST_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(endpoint, method, str(status)).inc()
-    LATENCY.labels(endpoint, method).observe(seconds)
+    # The labelled children are looked up once per (endpoint, method, status), not per
+    # request (labels() takes a lock and builds its key every time).
+    key = (endpoint, method, status)
+    children = _REQUEST_CHILDREN.get(key)
+    if children is None:
+        children = (REQUESTS.labels(endpoint, method, str(status)), LATENCY.labels(endpoint, method))
+        if len(_REQUEST_CHILDREN) < 4096:
+            _REQUEST_CHILDREN[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def login(result: str, connector: str | None) -> None:

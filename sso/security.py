@@ -10,16 +10,24 @@ CSP = (
     "form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 
+_ALL_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
+_HTML_HEADERS = (
+    *_ALL_HEADERS,
+    ("Content-Security-Policy", CSP),
+    ("X-Frame-Options", "DENY"),
+    # Pages carry CSRF tokens and personal data: never cached anywhere.
+    ("Cache-Control", "no-store"),
+)
+
 
 def init_app(app: Flask) -> None:
     @app.after_request
     def _harden(response: Response) -> Response:
         headers = response.headers
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        if response.mimetype == "text/html":
-            headers.setdefault("Content-Security-Policy", CSP)
-            headers.setdefault("X-Frame-Options", "DENY")
-            # Pages carry CSRF tokens and personal data: never cached anywhere.
-            headers.setdefault("Cache-Control", "no-store")
+        # One pass over the names, then appends (setdefault scans the list twice per header).
+        present = {name.lower() for name in headers.keys()}
+        wanted = _HTML_HEADERS if response.mimetype == "text/html" else _ALL_HEADERS
+        for name, value in wanted:
+            if name.lower() not in present:
+                headers.add(name, value)
         return response
