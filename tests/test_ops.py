@@ -222,6 +222,22 @@ def test_request_id_accepted_when_well_formed_else_replaced(client: Any, capture
     assert isinstance(access["duration_ms"], float) and access["ts"].endswith("Z")
 
 
+def test_unusual_methods_are_one_label_and_one_word(
+    metrics_app: Flask, captured: io.StringIO
+) -> None:
+    # A client picks the method: it must not mint metric series or put its text in logs.
+    client = metrics_app.test_client()
+    before = sample("sso_http_requests_total", endpoint="none", method="OTHER", status="405") or 0
+    response = client.open("/healthz", method="BREW-eyJhbGciOi.secret.x")
+    assert response.status_code == 405
+    assert sample("sso_http_requests_total", endpoint="none", method="OTHER", status="405") == before + 1
+    text = client.get("/metrics", headers={"Authorization": "Bearer " + "m" * 24}).text
+    assert "BREW" not in text
+    [access] = [e for e in lines(captured) if e.get("status") == 405]
+    assert access["method"] == "OTHER" and access["message"] == "OTHER none 405"
+    assert "BREW" not in captured.getvalue()
+
+
 def test_every_line_written_during_a_request_carries_its_id(client: Any, captured: io.StringIO) -> None:
     response = client.post("/token", data={"grant_type": "client_credentials"}, headers={"X-Request-Id": "r-42"})
     assert response.status_code == 401
