@@ -7,8 +7,9 @@ each time costs a round trip; this module remembers the *positive* answers
 seconds, and forgets them the moment a revocation commits:
 
 * **Every write is seen centrally**, at the SQLAlchemy engine: each UPDATE or
-  DELETE of ``grants``, DELETE of ``accounts`` (their grants go with them) and
-  INSERT into ``revoked_access_tokens`` that reaches the database through
+  DELETE of ``grants`` or ``accounts`` (userinfo's copy of the account, the status
+  included; a deleted account's grants go with it) and INSERT into
+  ``revoked_access_tokens`` that reaches the database through
   SQLAlchemy — ORM attribute changes, bulk ``update(Grant)``, Core statements,
   raw SQL text — is recorded on its connection (``after_cursor_execute``).  What it
   names (a grant id, a session id, a portal, an account, a jti) is read from the
@@ -41,6 +42,7 @@ without SQLAlchemy (by hand, in ``psql``) are seen within the TTL.
 from __future__ import annotations
 
 import atexit
+import copy
 import json
 import logging
 import os
@@ -74,8 +76,8 @@ MEMBERS_KEY = "sso:revocations:members"
 MEMBER_WINDOW = LIVENESS + 2.0  # seconds; the 2 allow for clocks a little apart
 
 # An invalidation: ("all",) forgets everything; ("jti", J) one revocation-list
-# entry; ("grant", ((column, value), ...)) the grants whose columns all equal those
-# values (id, sid, client_id or account_id).
+# entry; ("account", A) userinfo's copy of one account; ("grant", ((column, value), ...))
+# the grants whose columns all equal those values (id, sid, client_id or account_id).
 Key = tuple[Any, ...]
 ALL: Key = ("all",)
 _GRANT_FIELDS = ("id", "sid", "client_id", "account_id")
@@ -91,6 +93,39 @@ class GrantFacts:
     acting: dict[str, Any] | None
     sid: str | None
     client_id: str
+
+
+@dataclass(frozen=True)
+class AccountFacts:
+    """The columns userinfo reads of an account (never its password hash), as last committed."""
+
+    id: str
+    status: str
+    username: str | None
+    display_name: str
+    phone: str | None
+    phone_verified_at: Any
+    id_number_masked: str | None
+    id_number_sealed: bytes | None
+    assurance: str
+    verified_at: Any
+    verified_attributes: dict[str, Any]
+
+    @classmethod
+    def of(cls, account: Any) -> AccountFacts:
+        return cls(
+            account.id,
+            account.status,
+            account.username,
+            account.display_name,
+            account.phone,
+            account.phone_verified_at,
+            account.id_number_masked,
+            account.id_number_sealed,
+            account.assurance,
+            account.verified_at,
+            copy.deepcopy(account.verified_attributes or {}),
+        )
 
 
 # ---- the cache ------------------------------------------------------------------------
@@ -111,6 +146,7 @@ class RevocationCache:
         self._gen = 0
         self._grants: dict[str, tuple[float, GrantFacts]] = {}
         self._jtis: dict[str, float] = {}
+        self._accounts: dict[str, tuple[float, AccountFacts]] = {}
         self._index: dict[tuple[str, str], set[str]] = {}
         # Embedded store: one process, nothing to listen to; always live.
         self._live_until = float("inf") if self.redis_url is None else 0.0
@@ -189,6 +225,28 @@ class RevocationCache:
         self.stats["hits"] += 1
         return True
 
+    def account(self, account_id: str) -> AccountFacts | None:
+        """The account as last committed, when remembered."""
+        if not self.live():
+            return None
+        entry = self._accounts.get(account_id)
+        if entry is None or entry[0] <= time.monotonic():
+            self.stats["misses"] += 1
+            return None
+        self.stats["hits"] += 1
+        return entry[1]
+
+    def store_account(self, ticket: int | None, account: AccountFacts) -> None:
+        if ticket is None:
+            return
+        until = time.monotonic() + self.ttl
+        with self._lock:
+            if ticket != self._gen or not self.live():
+                return
+            if account.id not in self._accounts and len(self._accounts) >= self.max_entries:
+                self._accounts.pop(next(iter(self._accounts)))
+            self._accounts[account.id] = (until, account)
+
     def ticket(self) -> int | None:
         """Take before reading the database; None: do not store what you read."""
         if self._thread is None and self.enabled and self.redis_url is not None and not self._closed:
@@ -219,7 +277,7 @@ class RevocationCache:
                         self._index.setdefault((field, value), set()).add(grant.id)
 
     def __len__(self) -> int:
-        return len(self._grants) + len(self._jtis)
+        return len(self._grants) + len(self._jtis) + len(self._accounts)
 
     # -- forgetting ----------------------------------------------------------------------
 
@@ -250,6 +308,9 @@ class RevocationCache:
                 if key[0] == "jti":
                     self._jtis.pop(key[1], None)
                     continue
+                if key[0] == "account":
+                    self._accounts.pop(key[1], None)
+                    continue
                 conditions = dict(key[1])
                 if not conditions:
                     self._clear_locked()
@@ -273,6 +334,7 @@ class RevocationCache:
         self.stats["clears"] += 1
         self._grants.clear()
         self._jtis.clear()
+        self._accounts.clear()
         self._index.clear()
 
     def revoked(self, keys: list[Key]) -> None:
@@ -417,8 +479,8 @@ class RevocationCache:
 def _key_from_json(raw: list[Any]) -> Key:
     if raw[0] == "grant":
         return ("grant", tuple((str(f), v) for f, v in raw[1] if f in _GRANT_FIELDS))
-    if raw[0] == "jti":
-        return ("jti", str(raw[1]))
+    if raw[0] in ("jti", "account"):
+        return (raw[0], str(raw[1]))
     return ALL
 
 
@@ -566,12 +628,7 @@ def changes_of(kind: str, statement: Any, parameters: list[dict[str, Any]], bind
         return keys
     if kind == "insert" or table not in ("grants", "accounts"):
         return []
-    if table == "accounts":
-        if kind != "delete":
-            return []  # no account data is cached here
-        column_map = {"id": "account_id"}
-    else:
-        column_map = {f: f for f in _GRANT_FIELDS}
+    column_map = {"id": "account_id"} if table == "accounts" else {f: f for f in _GRANT_FIELDS}
     where = getattr(statement, "whereclause", None)
     if where is None:
         return [ALL]
@@ -581,7 +638,13 @@ def changes_of(kind: str, statement: Any, parameters: list[dict[str, Any]], bind
         if not conditions:
             return [ALL]
         for combination in _expand(conditions):
-            result.append(("grant", combination))
+            if table == "accounts":
+                # Userinfo's copy of the account; a deleted account takes its grants along.
+                result.append(("account", combination[0][1]))
+                if kind == "delete":
+                    result.append(("grant", combination))
+            else:
+                result.append(("grant", combination))
     return result
 
 

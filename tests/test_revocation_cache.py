@@ -30,7 +30,7 @@ from sso.bootstrap import prepare
 from sso.clients import create_client, delete_client
 from sso.connectors.local import create_account
 from sso.db import db
-from sso.models import Account, Grant, RevokedAccessToken, utcnow
+from sso.models import Account, Consent, Grant, RevokedAccessToken, utcnow
 from sso.oidc.endpoints import validate_access_token
 from sso.revocations import ALL, GrantFacts, RevocationCache
 from tests.backends import pg_url, redis_url  # noqa: F401  (fixtures for `pair`)
@@ -134,11 +134,12 @@ def test_a_cache_hit_makes_no_sql(app, browser, client, portal, account):
         body = introspect(client, portal, access)
     assert body["active"] is True and body["client_id"] == portal.client_id
     assert hit == []
+    assert userinfo(client, access).status_code == 200  # reads the account once...
     with counting_sql(app) as info:
         response = userinfo(client, access)
     assert response.status_code == 200 and response.get_json()["name"] == "Alice"
-    assert len(info) == 1 and "accounts" in info[0]  # the account only: the grant came from the cache
-    assert cache(app).stats["hits"] >= 2
+    assert info == []  # ...then grant and account both come from the cache
+    assert cache(app).stats["hits"] >= 3
 
 
 def test_client_credentials_tokens_are_cached_by_jti(app, client, portal):
@@ -295,6 +296,22 @@ def test_rfc7009_revoking_the_refresh_token_at_once(app, browser, client, portal
     assert_refused(client, portal, tokens["access_token"])
 
 
+def test_a_disabled_account_is_refused_by_userinfo_at_once(app, browser, client, portal, account):
+    access = tokens_for(browser, client, portal)["access_token"]
+    warm(app, client, portal, access)
+    assert userinfo(client, access).get_json()["name"] == "Alice"
+    assert cache(app).account(account.id) is not None
+    row = db.session.get(Account, account.id)
+    row.display_name = "Alice Renamed"
+    db.session.commit()
+    assert userinfo(client, access).get_json()["name"] == "Alice Renamed"  # the new row, at once
+    row = db.session.get(Account, account.id)
+    row.status = "disabled"
+    db.session.commit()
+    response = userinfo(client, access)
+    assert response.status_code == 401 and response.get_json()["error"] == "invalid_token"
+
+
 # ---- the central hook sees every form of write, only once it commits --------------------------
 
 
@@ -394,9 +411,12 @@ def test_other_writes_forget_nothing(app, browser, client, portal, account):
     access = tokens_for(browser, client, portal)["access_token"]
     warm(app, client, portal, access)
     before = cache(app).stats["invalidations"]
-    # Everyday writes: a new grant (another sign-in), refresh rotation, account updates.
-    tokens_for(browser, client, portal)
-    db.session.execute(update(Account).values(display_name="Alice B."))
+    # Everyday writes: a new grant (another sign-in), a refresh rotation, a consent.
+    tokens = tokens_for(browser, client, portal)
+    client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, headers=basic(portal)
+    )
+    db.session.execute(update(Consent).values(scopes=["openid", "profile"]))
     db.session.commit()
     assert cache(app).stats["invalidations"] == before
     assert cached(app, access)
@@ -414,8 +434,9 @@ def test_the_statement_reader(app):
         ("grant", (("client_id", "c"), ("account_id", "a")))
     ]
     assert keys(update(Grant).values(**values)) == [ALL]  # no WHERE: every grant
-    assert keys(delete(Account).where(Account.id == "a")) == [("grant", (("account_id", "a"),))]
-    assert keys(update(Account).where(Account.id == "a").values(status="disabled")) == []
+    assert keys(delete(Account).where(Account.id == "a")) == [("account", "a"), ("grant", (("account_id", "a"),))]
+    assert keys(update(Account).where(Account.id == "a").values(status="disabled")) == [("account", "a")]
+    assert keys(update(Account).values(status="disabled")) == [ALL]
     assert keys(delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < utcnow())) == []
 
 
@@ -558,6 +579,21 @@ def test_a_revocation_through_one_instance_is_seen_by_the_other_at_once(fleet, p
             )
         assert_refused(at_b, portal, access)  # immediately: B acknowledged before A answered
     assert cache(a).stats["acks_missing"] == 0
+
+
+@pytest.mark.redis
+def test_an_account_disabled_through_one_instance_is_refused_by_the_other_at_once(fleet):
+    a, b, portal = fleet
+    at_a, at_b = a.test_client(), b.test_client()
+    access = tokens_for(Browser(at_a), at_a, portal)["access_token"]
+    warm(b, at_b, portal, access)
+    with a.app_context():
+        row = db.session.execute(db.select(Account).filter_by(username=USERNAME)).scalar_one()
+        assert cache(b).account(row.id) is not None
+        row.status = "disabled"
+        db.session.commit()
+    response = userinfo(at_b, access)
+    assert response.status_code == 401 and response.get_json()["error"] == "invalid_token"
 
 
 @pytest.mark.redis

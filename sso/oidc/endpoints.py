@@ -20,8 +20,8 @@ from .. import revocations
 from ..crypto import token_hash
 from ..db import db
 from ..keys import TokenInvalid
-from ..models import Client, Grant, RefreshToken, RevokedAccessToken, utcnow
-from ..revocations import GrantFacts
+from ..models import Account, Client, Grant, RefreshToken, RevokedAccessToken, utcnow
+from ..revocations import AccountFacts, GrantFacts
 from . import tokens
 
 
@@ -124,6 +124,21 @@ def check_access_token(token: str) -> ActiveToken | None:
     return ActiveToken(claims, grant)
 
 
+def account_of(account_id: str) -> AccountFacts | None:
+    """The account as userinfo reads it: remembered like grants, forgotten on every
+    committed change of its row (status included) everywhere at once (sso.revocations)."""
+    cache = revocations.cache_of(current_app)
+    facts = cache.account(account_id)
+    if facts is None:
+        ticket = cache.ticket()
+        account = db.session.get(Account, account_id)
+        if account is None:
+            return None
+        facts = AccountFacts.of(account)
+        cache.store_account(ticket, facts)
+    return facts
+
+
 @dataclass
 class InspectedToken:
     """An access or refresh token as the introspection and revocation endpoints see it."""
@@ -166,9 +181,7 @@ def find_token(token: str, hint: str | None) -> InspectedToken | None:
             row = db.session.get(RefreshToken, token_hash(token))
             if row is not None:
                 grant = row.grant
-                active = (
-                    row.used_at is None and grant.revoked_at is None and row.expires_at > utcnow()
-                )
+                active = row.used_at is None and grant.revoked_at is None and row.expires_at > utcnow()
                 claims = {
                     "scope": row.scope,
                     "client_id": row.client_id,

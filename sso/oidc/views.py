@@ -15,11 +15,11 @@ from .. import session as browser_session
 from ..claims import user_claims
 from ..db import db
 from ..errors import NO_STORE, error_page, json_error
-from ..models import Account, Client
+from ..models import Client
 from ..security import CSP
 from ..web.forms import LogoutForm
 from . import authorize as authorize_flow
-from .endpoints import check_access_token
+from .endpoints import account_of, check_access_token
 from .requests import GatewayRequest
 
 bp = Blueprint("oidc", __name__)
@@ -164,7 +164,7 @@ def userinfo() -> Response:
     # client_cache_ttl of the change, sso.oidc.server.ClientCache).
     client = _gateway().server.query_client(claims["client_id"])
     grant = active.grant  # what check_access_token found (cached or read): no query
-    account = db.session.get(Account, grant.account_id) if grant and grant.account_id else None
+    account = account_of(grant.account_id) if grant.account_id else None  # cached like the grant
     if client is None or client.disabled or account is None or account.status != "active":
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
     response = jsonify(user_claims(account, client, scopes, grant.acting))
