@@ -74,7 +74,7 @@ def test_code_exchange_and_refresh_statements(pg_app, setup):
     with recording(pg_app) as seen:
         first = redeem(client, portal, code, verifier)
     assert first.status_code == 200, first.text
-    assert seen.statements == ["SELECT accounts", "INSERT grants", "INSERT refresh_tokens"]
+    assert seen.statements == ["INSERT grants + INSERT refresh_tokens"]
     assert seen.commits == 1
     with recording(pg_app) as seen:
         second = refresh(client, portal, first.get_json()["refresh_token"])
@@ -152,3 +152,22 @@ def test_a_failed_commit_leaves_the_old_token_usable(pg_app, setup):
     db.session.rollback()
     assert refresh(client, portal, first["refresh_token"]).status_code == 200
     assert refresh(client, portal, first["refresh_token"]).get_json()["error"] == "invalid_grant"
+
+
+def test_code_exchange_stores_the_grant_and_nothing_for_a_deleted_account(pg_app, setup):
+    from sso.models import Account
+
+    client, portal, browser = setup
+    first = first_tokens(client, portal, browser)
+    row = db.session.get(RefreshToken, token_hash(first["refresh_token"]))
+    grant = db.session.get(Grant, row.grant_id)
+    assert grant.amr == ["pwd"] and grant.acting is None and grant.scope == "openid profile"
+    assert (row.scope, row.expires_at, row.used_at) == (grant.scope, grant.expires_at, None)
+    db.session.rollback()
+
+    code, verifier = browser.code_for(portal)
+    db.session.delete(db.session.get(Account, grant.account_id))
+    db.session.commit()
+    response = redeem(client, portal, code, verifier)
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant"
+    assert db.session.execute(db.select(Grant).filter_by(code_hash=token_hash(code))).first() is None

@@ -69,17 +69,30 @@ def warm(client, portal) -> None:
     assert client.post("/token", data={"grant_type": "client_credentials"}, headers=basic(portal)).status_code == 200
 
 
-def test_code_exchange_is_three_statements_and_one_commit(app, browser, client, portal, account):
+def test_code_exchange_is_two_statements_and_one_commit(app, browser, client, portal, account):
     code, verifier = browser.code_for(portal)
     warm(client, portal)
     with recording(app) as seen:
         response = redeem(client, portal, code, verifier)
     assert response.status_code == 200, response.text
     assert {"access_token", "id_token", "refresh_token"} <= set(response.get_json())
-    # The account exists; the grant and its first refresh token, committed together
-    # before anything is signed (a replay of the code finds the grant from then on).
-    assert seen.statements == ["SELECT accounts", "INSERT grants", "INSERT refresh_tokens"]
+    # The grant (INSERT ... SELECT from its account: none if the account is gone) and
+    # its first refresh token, committed together before anything is signed (a replay
+    # of the code finds the grant from then on).
+    assert seen.statements == ["INSERT grants", "INSERT refresh_tokens"]
     assert seen.commits == 1
+
+
+def test_code_exchange_for_a_deleted_account_writes_nothing(app, browser, client, portal, account):
+    from sso.crypto import token_hash
+    from sso.models import Account, Grant
+
+    code, verifier = browser.code_for(portal)
+    db.session.delete(db.session.get(Account, account.id))
+    db.session.commit()
+    response = redeem(client, portal, code, verifier)
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant"
+    assert db.session.execute(db.select(Grant).filter_by(code_hash=token_hash(code))).first() is None
 
 
 def test_code_exchange_without_the_refresh_grant_stores_no_refresh_token(app, browser, client, account):
@@ -99,7 +112,7 @@ def test_code_exchange_without_the_refresh_grant_stores_no_refresh_token(app, br
     assert response.status_code == 200, response.text
     assert "refresh_token" not in response.get_json()
     assert "INSERT refresh_tokens" not in seen.statements
-    assert seen.statements[-2:] == ["SELECT accounts", "INSERT grants"]
+    assert seen.statements[-1:] == ["INSERT grants"]
     assert seen.commits == 1
 
 

@@ -13,7 +13,7 @@ from flask import current_app
 
 from ..crypto import new_token, token_hash
 from ..db import db
-from ..models import Account, Client, Grant, RefreshToken, utcnow
+from ..models import Client, Grant, RefreshToken, utcnow
 from . import tokens
 from .tokens import Authorization
 
@@ -77,9 +77,6 @@ class S256CodeChallenge(CodeChallenge):
         super().validate_code_challenge(grant, redirect_uri)
 
 
-_ACCOUNT_EXISTS = db.select(Account.__table__.c.id).where(Account.__table__.c.id == db.bindparam("account_id"))
-
-
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
 
@@ -136,13 +133,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Nothing to do: ``query_authorization_code`` already consumed it atomically."""
 
     def authenticate_user(self, authorization_code: StoredCode) -> Authorization | None:
-        account_id = authorization_code["account_id"]
-        if db.session.connection().execute(_ACCOUNT_EXISTS, {"account_id": account_id}).first() is None:
-            return None
         client: Client = self.request.client
         authorization = tokens.open_grant(
             client,
-            account_id,
+            authorization_code["account_id"],
             authorization_code["scope"],
             code=authorization_code["_code"],
             sid=authorization_code.get("sid"),
@@ -155,6 +149,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             nonce=authorization_code.get("nonce"),
             claims_request=authorization_code.get("claims"),
         )
+        if authorization is None:
+            return None  # the account is gone
         # The grant and its first refresh token, committed before any token is
         # signed, so a replay of the code arriving from now on finds the grant.
         db.session.commit()

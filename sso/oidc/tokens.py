@@ -337,7 +337,48 @@ def new_grant(
     return grant
 
 
-_INSERT_GRANT = Grant.__table__.insert()
+_GRANTS = Grant.__table__
+_ACCOUNTS = Account.__table__
+# The grant, inserted only if its account still exists: INSERT ... SELECT ... FROM
+# accounts WHERE id = :account_id (no row: the account is gone; one statement, not a
+# SELECT then an INSERT).
+_OPEN_GRANT_SELECT = db.select(
+    db.bindparam("g_id", type_=db.String),
+    db.bindparam("g_client_id", type_=db.String),
+    _ACCOUNTS.c.id,
+    db.bindparam("g_scope", type_=db.String),
+    db.bindparam("g_code_hash", type_=db.String),
+    db.bindparam("g_sid", type_=db.String),
+    db.bindparam("g_auth_time", type_=db.Integer),
+    db.bindparam("g_acr", type_=db.String),
+    db.bindparam("g_amr", type_=_GRANTS.c.amr.type),
+    db.bindparam("g_acting", type_=_GRANTS.c.acting.type),
+    db.bindparam("g_created_at", type_=db.DateTime),
+    db.bindparam("g_expires_at", type_=db.DateTime),
+).where(_ACCOUNTS.c.id == db.bindparam("g_account_id"))
+_GRANT_COLUMNS = [
+    "id", "client_id", "account_id", "scope", "code_hash", "sid", "auth_time", "acr", "amr", "acting",
+    "created_at", "expires_at",
+]  # fmt: skip
+_OPEN_GRANT = _GRANTS.insert().from_select(_GRANT_COLUMNS, _OPEN_GRANT_SELECT).execution_options(preserve_rowcount=True)
+# PostgreSQL: the grant and its first refresh token in one statement (a data-modifying
+# CTE): the refresh token row exists iff the grant row was inserted.
+_OPENED = _GRANTS.insert().from_select(_GRANT_COLUMNS, _OPEN_GRANT_SELECT).returning(_GRANTS.c.id).cte("opened")
+_OPEN_GRANT_WITH_REFRESH_TOKEN = (
+    RefreshToken.__table__.insert()
+    .from_select(
+        ["token_hash", "grant_id", "client_id", "scope", "created_at", "expires_at"],
+        db.select(
+            db.bindparam("r_hash", type_=db.String),
+            _OPENED.c.id,
+            db.bindparam("r_client_id", type_=db.String),
+            db.bindparam("r_scope", type_=db.String),
+            db.bindparam("r_created_at", type_=db.DateTime),
+            db.bindparam("r_expires_at", type_=db.DateTime),
+        ),
+    )
+    .execution_options(preserve_rowcount=True)
+)
 
 
 def open_grant(
@@ -353,36 +394,49 @@ def open_grant(
     acting: dict[str, Any] | None,
     with_refresh_token: bool,
     **request_only: Any,
-) -> Authorization:
+) -> Authorization | None:
     """The grant a redeemed code opens, and its first refresh token, in the request's transaction.
 
     Core ``INSERT``s on the session's connection (no ORM objects that a commit would
-    expire and a later read reload); the caller commits before any token is signed.
+    expire and a later read reload), the grant only if the account still exists
+    (else None, nothing written); the caller commits before any token is signed.
     Returns the end-user side, built from these values.
     """
     grant_id = new_id()
     now = utcnow()
     expires_at = now + timedelta(seconds=_gateway().settings.refresh_token_ttl)
-    db.session.connection().execute(
-        _INSERT_GRANT,
-        {
-            "id": grant_id,
-            "client_id": client.client_id,
-            "account_id": account_id,
-            "scope": scope,
-            "code_hash": token_hash(code),
-            "sid": sid,
-            "auth_time": auth_time,
-            "acr": acr,
-            "amr": amr,
-            "acting": acting,
-            "created_at": now,
-            "expires_at": expires_at,
-            "revoked_at": None,
-            "revoked_reason": None,
-        },
-    )
-    refresh_token = store_refresh_token(grant_id, client, scope, expires_at) if with_refresh_token else None
+    params = {
+        "g_id": grant_id,
+        "g_client_id": client.client_id,
+        "g_account_id": account_id,
+        "g_scope": scope,
+        "g_code_hash": token_hash(code),
+        "g_sid": sid,
+        "g_auth_time": auth_time,
+        "g_acr": acr,
+        "g_amr": amr,
+        "g_acting": acting,
+        "g_created_at": now,
+        "g_expires_at": expires_at,
+    }
+    conn = db.session.connection()
+    refresh_token: str | None = None
+    if with_refresh_token and conn.dialect.name == "postgresql":
+        refresh_token = new_token(32)
+        params.update(
+            r_hash=token_hash(refresh_token),
+            r_client_id=client.client_id,
+            r_scope=scope,
+            r_created_at=now,
+            r_expires_at=expires_at,
+        )
+        if conn.execute(_OPEN_GRANT_WITH_REFRESH_TOKEN, params).rowcount != 1:
+            return None
+    else:
+        if conn.execute(_OPEN_GRANT, params).rowcount != 1:
+            return None
+        if with_refresh_token:
+            refresh_token = store_refresh_token(grant_id, client, scope, expires_at)
     return Authorization(
         account_id=account_id,
         grant_id=grant_id,
