@@ -161,26 +161,30 @@ def signed_in() -> tuple[BrowserSession, Any] | tuple[None, None]:
     return session, account
 
 
-def _write(session: BrowserSession, response: Response) -> None:
+def _write(session: BrowserSession, response: Response, *, commit: bool = True) -> None:
     """Store the session under a fresh handle + secret and set the cookie."""
     handle, secret = new_token(16), new_token(32)
     session.handle = handle
     session.secret_hash = _hash(secret)
-    _sync_record(session)
+    _sync_record(session, commit=commit)
     _store().put(KIND, handle, session.to_dict(), _ttl(session))
     g.sso_session = session
     # No Max-Age: a browser-session cookie; the server enforces both timeouts.
     response.set_cookie(cookie_name(), f"{handle}.{secret}", path="/", secure=not _dev(), httponly=True, samesite="Lax")
 
 
-def start(session: BrowserSession, response: Response) -> None:
-    """A new login: drop whatever session the browser had and issue a new one."""
+def start(session: BrowserSession, response: Response, *, commit: bool = True) -> None:
+    """A new login: drop whatever session the browser had and issue a new one.
+
+    ``commit=False``: the new record waits for the caller's commit (the login's
+    audit row goes in the same transaction).
+    """
     old = _parse_cookie()
     if old is not None:
         _store().delete(KIND, old[0])
     session.user_agent = (request.headers.get("User-Agent") or "")[:200]
     session.ip = request.remote_addr or ""
-    _write(session, response)
+    _write(session, response, commit=commit)
 
 
 def rotate(session: BrowserSession, response: Response) -> None:

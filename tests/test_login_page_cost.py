@@ -22,6 +22,8 @@ from sso.db import db
 from sso.oidc.authorize import INTERACTION
 from sso.web import forms
 
+from .conftest import PASSWORD, USERNAME, csrf_from
+
 
 @pytest.fixture
 def wtforms_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -121,3 +123,52 @@ def test_login_page_still_names_a_disabled_portal(app, client, browser, portal):
     page = client.get(location)
     assert page.status_code == 200
     assert "税务服务 Tax portal" in page.text
+
+
+def _login_post(client: Any, browser: Any, portal: Any) -> tuple[str, dict[str, str]]:
+    location = browser.authorize(portal).headers["Location"]
+    page = client.get(location)
+    uid = location.split("interaction=")[1]
+    return "/login", {
+        "csrf_token": csrf_from(page.text),
+        "interaction": uid,
+        "username": USERNAME,
+        "password": PASSWORD,
+    }
+
+
+def test_login_commits_the_session_record_and_its_audit_row_once(app, client, browser, portal, account):
+    path, form = _login_post(client, browser, portal)
+    commits: list[int] = []
+
+    def on_commit(conn: Any) -> None:
+        commits.append(1)
+
+    event.listen(db.engine, "commit", on_commit)
+    try:
+        response = client.post(path, data=form)
+    finally:
+        event.remove(db.engine, "commit", on_commit)
+    assert response.status_code == 302 and "/authorize/resume" in response.headers["Location"]
+    assert len(commits) == 1
+
+
+def test_login_without_its_audit_row_leaves_no_session_record(app, client, browser, portal, account, monkeypatch):
+    from sso import audit_chain
+    from sso.models import AuditEvent, SessionRecord
+
+    path, form = _login_post(client, browser, portal)
+    records = db.session.query(SessionRecord).count()
+    events = db.session.query(AuditEvent).count()
+
+    def broken_append(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("audit store down")
+
+    monkeypatch.setattr(audit_chain, "append", broken_append)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    response = client.post(path, data=form)
+    assert response.status_code == 500
+    assert "sso_session" not in response.headers.get("Set-Cookie", "")
+    db.session.rollback()
+    assert db.session.query(SessionRecord).count() == records
+    assert db.session.query(AuditEvent).count() == events

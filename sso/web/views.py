@@ -126,7 +126,8 @@ def login() -> Response:
     if request.form.get("principal") == "legal":  # "Sign in for an enterprise": choose it first
         target = url_for("enterprise.select", interaction=uid) if uid else url_for("enterprise.select")
     response = redirect(target)
-    browser_session.start(new_session, response)
+    # One transaction, one commit: the session's record, then the audit row.
+    browser_session.start(new_session, response, commit=False)
     audit.record("login", actor=identity.subject, connector=identity.connector_id, sid=new_session.sid)
     return response  # type: ignore[return-value]
 
