@@ -110,7 +110,8 @@ def main(ctx: click.Context, config: str | None) -> None:
 @click.option(
     "--production",
     is_flag=True,
-    help="Serve with gunicorn: several worker processes, worker timeouts, graceful restarts (HUP).",
+    help="Serve with granian (or --server gunicorn): several worker processes, wedged workers replaced after "
+    "--timeout, a graceful stop on TERM.",
 )
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="With --production: processes (default: one per core)."
@@ -134,9 +135,10 @@ def main(ctx: click.Context, config: str | None) -> None:
     "--server",
     "wsgi_server",
     type=click.Choice(["gunicorn", "granian"]),
-    default="gunicorn",
+    default="granian",
     show_default=True,
-    help="With --production: the WSGI server (granian: faster, wedged workers end themselves after --timeout).",
+    help="With --production: the WSGI server (granian: faster, wedged workers end themselves after --timeout; "
+    "gunicorn: threaded workers, its master replaces wedged ones).",
 )
 @click.pass_context
 def serve(
@@ -150,13 +152,14 @@ def serve(
     allow_embedded: bool,
     wsgi_server: str,
 ) -> None:
-    """Run the gateway: Flask's threaded server, or gunicorn with --production."""
+    """Run the gateway: Flask's threaded server, or granian (or gunicorn) with --production."""
     from . import logs
 
     if production:
         _serve_production(ctx, host, port, workers, threads, timeout, allow_embedded, wsgi_server)
         return
-    if workers is not None or threads is not None or allow_embedded or wsgi_server != "gunicorn":
+    server_given = ctx.get_parameter_source("wsgi_server") is not click.core.ParameterSource.DEFAULT
+    if workers is not None or threads is not None or allow_embedded or server_given:
         _fail("--workers, --threads, --server and --allow-embedded apply only with --production")
     app = build_app(ctx)
     settings = app.extensions["sso"].settings
@@ -175,7 +178,7 @@ def _serve_production(
     threads: int | None,
     timeout: int,
     allow_embedded: bool,
-    wsgi_server: str = "gunicorn",
+    wsgi_server: str = "granian",
 ) -> None:
     import logging
 
@@ -207,7 +210,7 @@ def _serve_production(
         logging.getLogger("sso.server").info(
             "gateway at %s: %s, %d worker(s) x %d threads", settings.issuer, wsgi_server, workers, threads
         )
-        serve_with = server.run_granian if wsgi_server == "granian" else server.run
+        serve_with = server.run_gunicorn if wsgi_server == "gunicorn" else server.run
         serve_with(settings, host=host, port=port, workers=workers, threads=threads, timeout=timeout)
 
 

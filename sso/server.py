@@ -1,18 +1,35 @@
-"""``sso serve --production``: the gateway under gunicorn (threaded workers).
+"""``sso serve --production``: the gateway under granian (default) or gunicorn.
 
-Chosen by measurement (benchmarks/README.md, "WSGI server choice"): granian
-answered more requests per core on cheap endpoints, but a worker wedged inside a
-request (holding the GIL) was never replaced and ignored SIGTERM, while gunicorn's
-master killed and replaced it after the worker timeout.  On the token endpoint,
-where the gateway's own work dominates, the two were close.
+granian is the default because it answers more requests per core
+(benchmarks/README.md: 4-5x gunicorn on discovery and JWKS, 1.15-1.3x on the
+token endpoints) and passes the robustness tests gunicorn was kept for
+(tests/test_server_granian.py, real processes on PostgreSQL + Redis: TERM with
+requests in flight, killed and wedged workers), except a rolling HUP, which
+``sso serve`` therefore does not do under granian (below).  ``--server
+gunicorn`` keeps gunicorn's threaded workers.
 
-The master validates the configuration (every problem at once), refuses the
-embedded single-process backends (unless ``--allow-embedded`` with one worker),
-migrates the schema and makes the first keys, then forks the workers.  Each
-worker builds its own app (its own database and Redis pools) and starts its own
-logout notifier after the fork.  ``HUP`` replaces the workers gracefully, ``TERM``
-stops after in-flight requests finish (``graceful_timeout``), and a worker that
-stops answering its master for ``--timeout`` seconds is killed and replaced.
+Either way the master validates the configuration (every problem at once),
+refuses the embedded single-process backends (unless ``--allow-embedded`` with
+one worker), migrates the schema and makes the first keys, then forks the
+workers.  Each worker builds its own app from the settings the master validated
+(its own database and Redis pools) and starts its own logout notifier after the
+fork.  Signals to the master:
+
+* ``TERM`` (or ``INT``): stop accepting, let in-flight requests finish
+  (``GRACEFUL_TIMEOUT``), exit 0;
+* ``HUP``: under gunicorn, replace the workers gracefully (same settings).
+  Under granian it is logged and ignored (``HUP_IGNORED``): a granian worker told
+  to stop closes, unanswered, the connections it has accepted but whose request
+  it has not read yet (hyper's HTTP/1 graceful shutdown), so a rolling
+  replacement fails a request arriving at that instant (measured: about one per
+  worker replaced under steady traffic of new connections; gunicorn none).  A
+  HUP changes neither settings nor code (the master's), so nothing is lost;
+* a worker that dies is replaced.  A worker wedged inside a request (holding the
+  GIL) is ended after ``--timeout`` seconds: by gunicorn's master (worker
+  timeout) or, under granian, which has no worker timeout, by the worker's own
+  watchdog (sso/watchdog.py) — granian then starts a new one.  granian stops the
+  whole server (exit 1, for the service manager to restart) when a worker it has
+  just replaced dies again within 5.5 s: a crash loop.
 """
 
 from __future__ import annotations
@@ -93,42 +110,42 @@ def multiprocess_metrics_dir() -> Iterator[str]:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def run_granian(
-    settings: Settings,
-    *,
-    host: str,
-    port: int,
-    workers: int,
-    threads: int,
-    timeout: int,
-) -> None:
-    """Serve under granian instead (``--server granian``); blocks until stopped.
+# granian's own lines (boot, workers started and stopped) go through the gateway's
+# root handler: its format, redacted.
+GRANIAN_LOGGING: dict[str, Any] = {
+    "loggers": {
+        "_granian": {"handlers": [], "propagate": True},
+        "granian.access": {"handlers": [], "propagate": False},  # the gateway writes its own access lines
+    },
+}
 
-    Measured faster than gunicorn (benchmarks/README.md: 5x on discovery and JWKS,
-    1.15-1.2x on token and introspection), but granian has no worker timeout: each
-    worker runs sso.watchdog, which ends a worker that stopped running Python for
-    ``timeout`` seconds, and granian starts a new one (respawn_failed_workers).
-    Workers import ``sso.wsgi:app`` (their own app, pools and notifier).
+
+HUP_IGNORED = (
+    "HUP ignored: the workers keep running. granian closes the connections a stopping worker accepted but had "
+    "not read yet, so replacing workers could fail requests; HUP would change neither settings nor code. "
+    "Restart the instance (drained by the load balancer) to apply changes, or serve with --server gunicorn."
+)
+
+
+def _granian_worker_app(settings: Settings, timeout: int, _target: str) -> Any:
+    """In each granian worker, after the fork: its own app, pools, notifier and watchdog.
+
+    The app is built from the settings the master validated (``--config`` included),
+    not re-read from the environment, exactly as the gunicorn workers do.
     """
-    from granian import Granian
-    from granian.constants import Interfaces
+    from multiprocessing.util import Finalize
 
-    from . import watchdog
+    from . import create_app, logs, watchdog
 
-    os.environ[watchdog.ENV] = str(timeout)
-    Granian(
-        "sso.wsgi:app",
-        address=host,
-        port=port,
-        interface=Interfaces.WSGI,
-        workers=workers,
-        blocking_threads=threads,
-        runtime_threads=1,
-        websockets=False,
-        respawn_failed_workers=True,
-        workers_kill_timeout=GRACEFUL_TIMEOUT,
-        log_level=settings.log_level.lower(),  # type: ignore[arg-type]
-    ).serve()
+    logs.configure(settings.log_format, settings.log_level)  # granian configured logging again in the worker
+    app = create_app(settings)
+    notifier = app.extensions["sso_notifier"]
+    notifier.start()
+    # A worker told to stop (TERM) lets its notifier finish the round in progress
+    # before it exits, as gunicorn's worker_exit does (multiprocessing runs this at exit).
+    Finalize(None, notifier.stop, exitpriority=10)
+    watchdog.start(timeout)
+    return app
 
 
 def run(
@@ -140,7 +157,48 @@ def run(
     threads: int,
     timeout: int,
 ) -> None:
-    """Serve until stopped (blocks).  The master's own app must already be disposed."""
+    """Serve under granian (the default); blocks until stopped.  The master's own app must already be disposed.
+
+    granian has no worker timeout: each worker runs sso.watchdog, which ends a
+    worker that stopped running Python for ``timeout`` seconds, and granian starts
+    a new one (``respawn_failed_workers``).
+    """
+    import logging
+    from functools import partial
+
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    class GatewayGranian(Granian):  # type: ignore[misc,valid-type]
+        def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
+            logging.getLogger("sso.server").warning(HUP_IGNORED)
+
+    GatewayGranian(
+        "sso.wsgi:app",  # a name for granian's lines: the workers load _granian_worker_app
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        workers=workers,
+        blocking_threads=threads,
+        runtime_threads=1,
+        websockets=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=GRACEFUL_TIMEOUT,
+        log_level=settings.log_level.lower(),  # type: ignore[arg-type]
+        log_dictconfig=GRANIAN_LOGGING,
+    ).serve(target_loader=partial(_granian_worker_app, settings, timeout))
+
+
+def run_gunicorn(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    timeout: int,
+) -> None:
+    """Serve under gunicorn (``--server gunicorn``); blocks until stopped.  The master's own app must be disposed."""
     from gunicorn.app.base import BaseApplication
     from gunicorn.glogging import Logger
 

@@ -1,7 +1,9 @@
 """A worker process that stops running Python for ``timeout`` seconds ends itself.
 
 For WSGI servers that replace a worker that exits but have no worker timeout of
-their own (granian: ``respawn_failed_workers``).  A daemon thread re-arms a
+their own (granian: ``respawn_failed_workers``): ``sso serve --production`` starts
+it in each granian worker (sso.server), sso.wsgi from ``GATEWAY_WORKER_WATCHDOG``
+for a server run by hand.  A daemon thread re-arms a
 C-level timer (``faulthandler.dump_traceback_later``) every second; the timer runs
 outside the interpreter, so it fires even while a wedged request holds the GIL
 (the case benchmarks/wsgi/hang.py shows: a regular expression backtracking for

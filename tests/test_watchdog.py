@@ -1,4 +1,7 @@
-"""sso.watchdog: a worker that stops running Python ends itself, and granian replaces it."""
+"""sso.watchdog: a worker that stops running Python ends itself, and granian replaces it.
+
+tests/test_server_granian.py wedges the real gateway's workers under ``sso serve --production``.
+"""
 
 from __future__ import annotations
 
