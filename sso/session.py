@@ -161,12 +161,12 @@ def signed_in() -> tuple[BrowserSession, Any] | tuple[None, None]:
     return session, account
 
 
-def _write(session: BrowserSession, response: Response, *, commit: bool = True) -> None:
-    """Store the session under a fresh handle + secret and set the cookie."""
+def _write(session: BrowserSession, response: Response, *, commit: bool = True, new: bool = False) -> None:
+    """Store the session under a fresh handle + secret and set the cookie (``new``: see _sync_record)."""
     handle, secret = new_token(16), new_token(32)
     session.handle = handle
     session.secret_hash = _hash(secret)
-    _sync_record(session, commit=commit)
+    _sync_record(session, commit=commit, new=new)
     _store().put(KIND, handle, session.to_dict(), _ttl(session))
     g.sso_session = session
     # No Max-Age: a browser-session cookie; the server enforces both timeouts.
@@ -184,7 +184,7 @@ def start(session: BrowserSession, response: Response, *, commit: bool = True) -
         _store().delete(KIND, old[0])
     session.user_agent = (request.headers.get("User-Agent") or "")[:200]
     session.ip = request.remote_addr or ""
-    _write(session, response, commit=commit)
+    _write(session, response, commit=commit, new=True)  # a new session: a new sid
 
 
 def rotate(session: BrowserSession, response: Response) -> None:
@@ -214,11 +214,12 @@ def _record_update() -> Any:
     )
 
 
-def _sync_record(session: BrowserSession, *, commit: bool = True) -> None:
+def _sync_record(session: BrowserSession, *, commit: bool = True, new: bool = False) -> None:
     """Bring the durable SessionRecord (single-logout index) up to date.
 
     One UPDATE when the record exists (every time but the first); with
-    ``commit=False`` the caller commits it with its own changes.
+    ``commit=False`` the caller commits it with its own changes.  ``new``: the
+    session was just made (start()), so its record cannot exist: no UPDATE tried.
     """
     from datetime import timedelta
 
@@ -234,7 +235,7 @@ def _sync_record(session: BrowserSession, *, commit: bool = True) -> None:
         "expires_at": now + timedelta(seconds=_ttl(session)),
     }
     params = {"b_" + name: value for name, value in changes.items()}
-    updated = db.session.execute(_record_update(), {"b_sid": session.sid, **params}).rowcount
+    updated = 0 if new else db.session.execute(_record_update(), {"b_sid": session.sid, **params}).rowcount
     if not updated:
         db.session.add(
             SessionRecord(

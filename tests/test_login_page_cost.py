@@ -172,3 +172,23 @@ def test_login_without_its_audit_row_leaves_no_session_record(app, client, brows
     db.session.rollback()
     assert db.session.query(SessionRecord).count() == records
     assert db.session.query(AuditEvent).count() == events
+
+
+def test_login_inserts_the_new_session_record_without_trying_an_update(app, client, browser, portal, account):
+    from sso.models import SessionRecord
+
+    path, form = _login_post(client, browser, portal)
+    statements: list[str] = []
+
+    def on_sql(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", on_sql)
+    try:
+        response = client.post(path, data=form)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", on_sql)
+    assert response.status_code == 302
+    table = SessionRecord.__tablename__
+    touching = [s.split()[0] for s in statements if f" {table} " in f" {s} ".replace("(", " ")]
+    assert touching == ["INSERT"], statements
