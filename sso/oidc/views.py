@@ -70,12 +70,14 @@ def _reject_bad_form() -> Response | None:
     """RFC 6749 §3.2 / §3.1: form-encoded bodies, each parameter at most once."""
     if request.mimetype != FORM_TYPE:
         return json_error(400, "invalid_request", f"The request body must be {FORM_TYPE}.")
-    for key in request.form:
-        if len(request.form.getlist(key)) > 1:
+    form = request.form
+    for key, values in form.lists():
+        if len(values) > 1:
             return json_error(400, "invalid_request", f"The '{key}' parameter is repeated.")
-    for key in request.args:
-        if key in request.form:
-            return json_error(400, "invalid_request", f"The '{key}' parameter is repeated.")
+    if request.args:
+        for key in request.args:
+            if key in form:
+                return json_error(400, "invalid_request", f"The '{key}' parameter is repeated.")
     return None
 
 
