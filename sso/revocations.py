@@ -732,10 +732,19 @@ def _after_cursor_execute(conn, cursor, statement, parameters, context, executem
         _record(conn, keys)
 
 
+def _take_pending(conn: Any) -> list[Key] | None:
+    if conn.invalidated:
+        return None  # its transaction died with the connection: nothing was committed
+    try:
+        return conn.info.pop(_PENDING, None)  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - a connection in a broken state: same as above
+        return None
+
+
 @event.listens_for(Engine, "commit")
 def _on_commit(conn) -> None:  # type: ignore[no-untyped-def]
     # Fires just BEFORE the database commits: hold the keys until after (below).
-    keys = conn.info.pop(_PENDING, None)
+    keys = _take_pending(conn)
     if keys:
         committed = getattr(_local, "committed", None)
         if committed is None:
@@ -745,7 +754,7 @@ def _on_commit(conn) -> None:  # type: ignore[no-untyped-def]
 
 @event.listens_for(Engine, "rollback")
 def _on_rollback(conn) -> None:  # type: ignore[no-untyped-def]
-    conn.info.pop(_PENDING, None)
+    _take_pending(conn)
 
 
 @event.listens_for(Session, "after_commit")
