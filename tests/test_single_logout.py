@@ -224,3 +224,29 @@ def test_logout_uris_are_validated_at_registration(app):
         portal_with("x", "x.example.gov.cn", backchannel_logout_uri="http://x.example.gov.cn/logout")
     with pytest.raises(ClientError, match="must not contain a fragment"):
         portal_with("y", "y.example.gov.cn", frontchannel_logout_uri="https://y.example.gov.cn/logout#f")
+
+
+def test_a_silent_hop_with_a_stale_record_still_reaches_every_portal_at_logout(app, browser, client, account, receiver):
+    # The hop writes the session once (the store and the record together, even when the
+    # record's sync is due): the record must still name the portal that joined.
+    from sso import consent
+    from sso import session as browser_session
+
+    a = portal_with("tax", "tax.example.gov.cn", backchannel_logout_uri=receiver.url)
+    b = portal_with("social", "social.example.gov.cn", backchannel_logout_uri=receiver.url)
+    code, verifier = browser.code_for(a)
+    tokens_a = redeem(client, a, code, verifier).get_json()
+    consent.remember(account.id, "social", ["openid", "profile"])
+    handle = client.get_cookie("sso_session").value.split(".")[0]
+    store = app.extensions["sso"].store
+    data = store.get(browser_session.KIND, handle)
+    data["synced_at"] -= browser_session.RECORD_SYNC + 5
+    store.put(browser_session.KIND, handle, data, 600)
+    _, challenge = pkce_pair()
+    hop = browser.authorize(b, prompt="none", code_challenge=challenge, code_challenge_method="S256")
+    assert "code" in query_of(hop.headers["Location"])
+    db.session.expire_all()
+    assert db.session.execute(db.select(SessionRecord)).scalar_one().clients == ["tax", "social"]
+    client.get("/logout", query_string={"id_token_hint": tokens_a["id_token"]})
+    run_notifier(app)
+    assert {verify(client, token)["aud"] for token in receiver.tokens()} == {"tax", "social"}
