@@ -2,10 +2,13 @@
 
 On PostgreSQL the claiming ``UPDATE … WHERE used_at IS NULL`` and the successor's
 ``INSERT`` run as one data-modifying CTE (``sso.oidc.grants``): the successor row
-exists iff that statement flipped ``used_at``.  These tests hold it to the same
-guarantees as the two-statement form: rotation, reuse revoking the family, exactly
-one winner among concurrent uses (real row locks), and a failed commit leaving the
-old token usable.
+exists iff that statement flipped ``used_at``.  The usual refresh makes it the only
+statement (the claim also returns the token and its grant); a token it cannot claim,
+a narrower scope and a legal-person grant go the long way (read, check, claim).
+These tests hold both to the same guarantees as the SQLite form: rotation, reuse
+revoking the family, a stranger's or an expired token spending nothing, exactly one
+winner among concurrent uses (real row locks), a failed commit or an unreachable
+registry leaving the old token usable.
 """
 
 from __future__ import annotations
@@ -79,8 +82,26 @@ def test_code_exchange_and_refresh_statements(pg_app, setup):
     with recording(pg_app) as seen:
         second = refresh(client, portal, first.get_json()["refresh_token"])
     assert second.status_code == 200, second.text
+    # The claim, the successor and the token with its grant: one statement.
+    assert seen.statements == ["UPDATE refresh_tokens + INSERT refresh_tokens"]
+    assert seen.commits == 1
+    # A narrower scope asked: the token is read and checked first, then claimed.
+    with recording(pg_app) as seen:
+        third = client.post(
+            "/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": second.get_json()["refresh_token"],
+                "scope": "openid",
+            },
+            headers=basic(portal),
+        )
+    assert third.status_code == 200, third.text
+    assert third.get_json()["scope"] == "openid"
     assert seen.statements == ["SELECT refresh_tokens", "UPDATE refresh_tokens + INSERT refresh_tokens"]
     assert seen.commits == 1
+    successor = db.session.get(RefreshToken, token_hash(third.get_json()["refresh_token"]))
+    assert successor.scope == "openid profile"  # RFC 6749 §6: the grant's full scope
 
 
 def test_rotation_and_reuse_revoke_the_family(pg_app, setup):
@@ -171,3 +192,84 @@ def test_code_exchange_stores_the_grant_and_nothing_for_a_deleted_account(pg_app
     response = redeem(client, portal, code, verifier)
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant"
     assert db.session.execute(db.select(Grant).filter_by(code_hash=token_hash(code))).first() is None
+
+
+def test_another_clients_or_an_expired_token_spends_nothing(pg_app, setup):
+    from datetime import timedelta
+
+    from sso.clients import create_client
+    from sso.models import utcnow
+
+    client, portal, browser = setup
+    first = first_tokens(client, portal, browser)
+    other = create_client(name="Other", client_id="other", redirect_uris=["https://o.example/cb"])
+    stranger = refresh(client, Portal("other", other.client_secret), first["refresh_token"])
+    assert stranger.status_code == 400 and stranger.get_json()["error"] == "invalid_grant"
+    row = db.session.get(RefreshToken, token_hash(first["refresh_token"]))
+    assert row.used_at is None and db.session.get(Grant, row.grant_id).revoked_at is None
+    row.expires_at = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    expired = refresh(client, portal, first["refresh_token"])
+    assert expired.status_code == 400 and expired.get_json()["error"] == "invalid_grant"
+    db.session.expire_all()
+    row = db.session.get(RefreshToken, token_hash(first["refresh_token"]))
+    assert row.used_at is None and db.session.get(Grant, row.grant_id).revoked_at is None
+    assert db.session.execute(db.select(RefreshToken).filter_by(grant_id=row.grant_id)).scalars().all() == [row]
+
+
+ACTING = {
+    "account_id": None,
+    "credit_code": "91110000100000000X",
+    "enterprise_name": "示例企业",
+    "role": "legal_representative",
+}
+
+
+def _acting_grant(token: str) -> str:
+    row = db.session.get(RefreshToken, token_hash(token))
+    grant = db.session.get(Grant, row.grant_id)
+    grant.acting = {**ACTING, "account_id": grant.account_id}
+    grant.scope = row.scope = "openid profile cn_legal_person"
+    db.session.commit()
+    return grant.id
+
+
+def test_a_legal_person_grant_is_checked_before_the_token_is_spent(pg_app, setup, monkeypatch):
+    from sso import legal
+    from sso.connectors.base import RegistryUnavailable
+
+    client, portal, browser = setup
+    first = first_tokens(client, portal, browser)
+    grant_id = _acting_grant(first["refresh_token"])
+
+    def unreachable(acting):
+        raise RegistryUnavailable("down")
+
+    monkeypatch.setattr(legal, "still_valid", unreachable)
+    down = refresh(client, portal, first["refresh_token"])
+    assert down.status_code == 503 and down.get_json()["error"] == "temporarily_unavailable"
+    rows = db.session.execute(db.select(RefreshToken).filter_by(grant_id=grant_id)).scalars().all()
+    assert [r.used_at for r in rows] == [None]  # the claim made at once was rolled back
+    db.session.rollback()
+
+    checked: list[dict] = []
+    monkeypatch.setattr(legal, "still_valid", lambda acting: checked.append(acting) or True)
+    with recording(pg_app) as seen:
+        ok = refresh(client, portal, first["refresh_token"])
+    assert ok.status_code == 200, ok.text
+    assert checked and checked[0]["credit_code"] == ACTING["credit_code"]
+    # Claimed at once, rolled back for the check, then read, checked and claimed.
+    assert seen.statements == [
+        "UPDATE refresh_tokens + INSERT refresh_tokens",
+        "SELECT refresh_tokens",
+        "UPDATE refresh_tokens + INSERT refresh_tokens",
+    ]
+    assert seen.commits == 1
+    rows = db.session.execute(db.select(RefreshToken).filter_by(grant_id=grant_id)).scalars().all()
+    assert sorted(r.used_at is None for r in rows) == [False, True]  # the old one used, one successor
+
+    monkeypatch.setattr(legal, "still_valid", lambda acting: False)
+    ended = refresh(client, portal, ok.get_json()["refresh_token"])
+    assert ended.status_code == 400 and ended.get_json()["error"] == "invalid_grant"
+    db.session.expire_all()
+    assert db.session.get(Grant, grant_id).revoked_reason == "acting_ended"

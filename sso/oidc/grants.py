@@ -237,6 +237,59 @@ _CLAIM_AND_ROTATE = (
     .execution_options(preserve_rowcount=True)
 )
 
+# PostgreSQL, the usual refresh (no narrower scope asked): everything in one statement.
+# The claim (UPDATE ... FROM grants, only for a token that is unused, this client's,
+# unexpired, of an unrevoked grant with an account), the successor's INSERT from the
+# claimed row, and the token with its grant as RETURNING: the same row
+# _LOAD_REFRESH_TOKEN reads.  No row: one of those checks fails, and the long way
+# (SELECT, then the checks in their order) says which.
+_CLAIM_AT_ONCE_CTE = (
+    db.update(_REFRESH_TOKENS)
+    .where(
+        _REFRESH_TOKENS.c.token_hash == db.bindparam("fast_hash"),
+        _REFRESH_TOKENS.c.used_at.is_(None),
+        _REFRESH_TOKENS.c.client_id == db.bindparam("fast_client_id"),
+        _REFRESH_TOKENS.c.expires_at > db.bindparam("fast_now"),
+        _GRANTS.c.id == _REFRESH_TOKENS.c.grant_id,
+        _GRANTS.c.revoked_at.is_(None),
+        _GRANTS.c.account_id.is_not(None),
+    )
+    .values(used_at=db.bindparam("fast_now"))
+    .returning(
+        _REFRESH_TOKENS.c.client_id,
+        _REFRESH_TOKENS.c.scope,
+        _REFRESH_TOKENS.c.expires_at,
+        _REFRESH_TOKENS.c.used_at,
+        _GRANTS.c.id.label("grant_id"),
+        _GRANTS.c.account_id,
+        _GRANTS.c.scope.label("grant_scope"),
+        _GRANTS.c.sid,
+        _GRANTS.c.auth_time,
+        _GRANTS.c.acr,
+        _GRANTS.c.amr,
+        _GRANTS.c.acting,
+        _GRANTS.c.expires_at.label("grant_expires_at"),
+        _GRANTS.c.revoked_at,
+    )
+    .cte("claimed")
+)
+_SUCCESSOR_CTE = (
+    _REFRESH_TOKENS.insert()
+    .from_select(
+        ["token_hash", "grant_id", "client_id", "scope", "created_at", "expires_at"],
+        db.select(
+            db.bindparam("fast_new_hash", type_=db.String),
+            _CLAIM_AT_ONCE_CTE.c.grant_id,
+            _CLAIM_AT_ONCE_CTE.c.client_id,
+            _CLAIM_AT_ONCE_CTE.c.grant_scope,  # RFC 6749 §6: the grant's full scope
+            _CLAIM_AT_ONCE_CTE.c.used_at,
+            _CLAIM_AT_ONCE_CTE.c.grant_expires_at,
+        ),
+    )
+    .cte("successor")
+)
+_CLAIM_AT_ONCE = db.select(_CLAIM_AT_ONCE_CTE).add_cte(_SUCCESSOR_CTE)
+
 
 class RefreshCredential:
     """A presented refresh token with its grant, as read by one joined SELECT."""
@@ -257,10 +310,12 @@ class RefreshCredential:
         "acting",
         "grant_expires_at",
         "grant_revoked_at",
+        "successor",
     )
 
     def __init__(self, token_hash: str, row: Any) -> None:
         self.token_hash = token_hash
+        self.successor: str | None = None  # set: claimed already, this successor stored
         (
             self.client_id,
             self.scope,
@@ -278,6 +333,10 @@ class RefreshCredential:
             self.grant_revoked_at,
         ) = row
 
+    def acts_for_an_enterprise(self) -> bool:
+        """Whether the legal-person context must be re-checked before the token is spent."""
+        return bool(self.acting) and "cn_legal_person" in (self.grant_scope or "").split()
+
     # ---- what Authlib's refresh grant asks of a credential -------------------
     def check_client(self, client: Client) -> bool:
         return self.client_id == client.client_id  # type: ignore[no-any-return]
@@ -289,9 +348,10 @@ class RefreshCredential:
 class RefreshTokenGrant(grants.RefreshTokenGrant):
     """Rotation on every use; a rotated token presented again revokes its grant.
 
-    Per successful refresh: one SELECT (the token joined with its grant), the claim
-    with the successor's INSERT (one statement on PostgreSQL, two elsewhere), one
-    COMMIT.
+    The long way: one SELECT (the token joined with its grant), the checks in their
+    order, the claim with the successor's INSERT (one statement on PostgreSQL, two
+    elsewhere), one COMMIT.  The usual refresh on PostgreSQL (no narrower scope, no
+    legal-person grant) is one statement that does all three, and one COMMIT.
     """
 
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
@@ -301,6 +361,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if not isinstance(refresh_token, str) or len(refresh_token) > 256:
             return None
         hashed = token_hash(refresh_token)
+        if not self.request.payload.scope and db.session.connection().dialect.name == "postgresql":
+            claimed = self._claim_at_once(hashed)
+            if claimed is not None:
+                return claimed
         row = db.session.connection().execute(_LOAD_REFRESH_TOKEN, {"token_hash": hashed}).first()
         if row is None:
             return None
@@ -318,9 +382,44 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             return None
         return token
 
+    def _claim_at_once(self, hashed: str) -> RefreshCredential | None:
+        """PostgreSQL: claim, store the successor and read the grant in one statement.
+
+        Only for a token that passes every check the long way makes before its claim
+        (the statement's WHERE; the scope check has nothing to check: no scope was
+        asked), except the legal-person one, which must come before the token is
+        spent: for such a grant the claim is rolled back and the long way taken.
+        None: nothing claimed (or rolled back); the caller goes the long way.
+        """
+        successor = new_token(32)
+        row = (
+            db.session.connection()
+            .execute(
+                _CLAIM_AT_ONCE,
+                {
+                    "fast_hash": hashed,
+                    "fast_client_id": self.request.client.client_id,
+                    "fast_now": utcnow(),
+                    "fast_new_hash": token_hash(successor),
+                },
+            )
+            .first()
+        )
+        if row is None:
+            return None
+        token = RefreshCredential(hashed, row)
+        if token.acts_for_an_enterprise():
+            db.session.rollback()  # neither the claim nor the successor: check first
+            return None
+        token.used_at = None  # as read before the claim
+        token.successor = successor
+        return token
+
     def authenticate_user(self, refresh_token: RefreshCredential) -> Authorization | None:
+        if refresh_token.successor is not None:
+            return self._authorization(refresh_token, refresh_token.successor)  # claimed at once
         grant_id = refresh_token.grant_id
-        if refresh_token.acting and "cn_legal_person" in (refresh_token.grant_scope or "").split():
+        if refresh_token.acts_for_an_enterprise():
             # Acting for an enterprise ends at once (authorisation revoked or past its
             # valid_until, licence revoked, new legal representative): checked before the
             # token is spent, so a registry outage does not burn it (retry later).
@@ -354,9 +453,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             db.session.rollback()
             tokens.revoke_grant(grant_id, "refresh_reuse")
             raise InvalidGrantError("The refresh token was already used.")
+        return self._authorization(refresh_token, successor)
+
+    @staticmethod
+    def _authorization(refresh_token: RefreshCredential, successor: str) -> Authorization:
         return Authorization(
             account_id=refresh_token.account_id,
-            grant_id=grant_id,
+            grant_id=refresh_token.grant_id,
             sid=refresh_token.sid,
             auth_time=refresh_token.auth_time,
             acr=refresh_token.acr,
