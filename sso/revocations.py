@@ -18,25 +18,32 @@ seconds, and forgets them the moment a revocation commits:
 * **After the transaction commits** (``Session.after_commit``; the pool's
   ``checkin`` for connections used outside a session) this process forgets those
   entries synchronously, then tells the other processes and instances over Redis
-  pub/sub and waits (at most ``LIVENESS`` seconds) until every subscriber has
-  acknowledged, so when the revoking request returns, no instance answers from a
-  stale entry.  A rolled-back transaction forgets nothing.
+  pub/sub and waits (at most ``LIVENESS`` seconds) until every subscriber — as
+  many as PUBLISH reached or as have pulsed lately (``MEMBERS_KEY``), whichever is
+  more — has acknowledged, so when the revoking request returns, no instance
+  answers from a stale entry (one that did not acknowledge has stopped trusting
+  its entries by then).  If Redis cannot be reached, the revoker waits until every
+  process that cannot reach it either has stopped trusting its entries, and the
+  announcement is retried.  A rolled-back transaction forgets nothing.
 * **The cache is trusted only while the subscription is live.**  A subscriber
   thread per process pings on its subscription every ``HEARTBEAT`` seconds; an
   entry is used only while a pong for a ping sent less than ``LIVENESS`` seconds
   ago has come back — which proves every invalidation published before that ping
   was applied.  On every (re)subscription everything is forgotten first.  While
   Redis is unreachable every lookup goes to the database, as without the cache.
-  With the embedded store (no Redis: one process) invalidation is in-process only.
+  With the embedded store (no Redis: one process) invalidation is in-process, plus
+  a stamp file in the instance folder that the ``sso`` command rewrites.
 * **The race with a reader** that read "active" from the database just before a
   revocation committed: the reader takes a ticket (the generation) before its
   query and may store its answer only if no invalidation happened since.
 
-Negative answers are not remembered, and legal-person tokens keep their registry
-check on every request (``sso.oidc.endpoints``).  Entries live at most
-``revocation_cache_ttl`` seconds (0 turns the cache off) and at most
-``MAX_ENTRIES`` grants and as many jtis are kept.  Changes made to the database
-without SQLAlchemy (by hand, in ``psql``) are seen within the TTL.
+Userinfo's copy of the account (``AccountFacts``: the columns claims read, never
+the password hash) is remembered and forgotten the same way.  Negative answers are
+not remembered, and legal-person tokens keep their registry check on every request
+(``sso.oidc.endpoints``).  Entries live at most ``revocation_cache_ttl`` seconds
+(0 turns the cache off); at most ``MAX_ENTRIES`` grants, as many jtis and as many
+accounts are kept.  Changes made to the database without SQLAlchemy (by hand, in
+``psql``) are seen within the TTL.
 """
 
 from __future__ import annotations
