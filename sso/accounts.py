@@ -13,6 +13,7 @@ from datetime import date
 from typing import Any
 
 from flask import current_app
+from sqlalchemy import bindparam, select
 
 from .connectors.base import PersonLookup, PersonRecord
 from .connectors.local import PASSWORDS
@@ -95,9 +96,15 @@ def verify_real_name(name: str, id_number: str, *, today: date | None = None) ->
     return VerifiedPerson(record, utcnow())
 
 
+# Built once: making a statement (and its cache key) cost more Python than running it.
+_BY_ID_NUMBER_HMAC = select(Account).where(Account.id_number_hmac == bindparam("value"))
+_BY_PHONE = select(Account).where(Account.phone == bindparam("value"))
+_BY_USERNAME = select(Account).where(Account.username == bindparam("value"))
+
+
 def find_by_id_number(id_number: str) -> Account | None:
     digest = _gateway().vault.lookup_hash(id_number)
-    return db.session.execute(db.select(Account).filter_by(id_number_hmac=digest)).scalar_one_or_none()
+    return db.session.execute(_BY_ID_NUMBER_HMAC, {"value": digest}).scalar_one_or_none()
 
 
 def find_by_login_name(login: str) -> Account | None:
@@ -111,10 +118,10 @@ def find_by_login_name(login: str) -> Account | None:
         except InvalidIdentifier:
             pass
     if PHONE.match(login):
-        found = db.session.execute(db.select(Account).filter_by(phone=login)).scalar_one_or_none()
+        found = db.session.execute(_BY_PHONE, {"value": login}).scalar_one_or_none()
         if found is not None:
             return found
-    return db.session.execute(db.select(Account).filter_by(username=login)).scalar_one_or_none()
+    return db.session.execute(_BY_USERNAME, {"value": login}).scalar_one_or_none()
 
 
 def register_citizen(person: VerifiedPerson, password: str, phone: str | None) -> Account:
