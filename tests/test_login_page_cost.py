@@ -192,3 +192,32 @@ def test_login_inserts_the_new_session_record_without_trying_an_update(app, clie
     table = SessionRecord.__tablename__
     touching = [s.split()[0] for s in statements if f" {table} " in f" {s} ".replace("(", " ")]
     assert touching == ["INSERT"], statements
+
+
+def test_page_strings_find_their_catalogue_once_per_request(client, monkeypatch):
+    from flask_babel import Domain
+
+    real = Domain.get_translations
+    lookups: list[int] = []
+
+    def counted(self: Any) -> Any:
+        lookups.append(1)
+        return real(self)
+
+    monkeypatch.setattr(Domain, "get_translations", counted)
+    page = client.get("/login")
+    assert page.status_code == 200 and "登录" in page.text
+    assert 1 <= len(lookups) <= 2  # the page has a dozen _() calls
+    english = client.get("/login?lang=en")
+    assert "Sign in" in english.text and "登录" not in english.text
+
+
+def test_templates_follow_force_locale(app):
+    from flask import render_template_string
+    from flask_babel import force_locale
+
+    with app.test_request_context("/login"):
+        chinese = render_template_string("{{ _('Sign in') }}")
+        with force_locale("en"):
+            assert render_template_string("{{ _('Sign in') }}") == "Sign in"
+        assert render_template_string("{{ _('Sign in') }}") == chinese != "Sign in"

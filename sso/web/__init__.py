@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, g, request
-from flask_babel import Babel, get_locale
+from flask_babel import Babel, get_locale, get_translations
 from flask_wtf.csrf import CSRFProtect
 
 LOCALES = ("zh_CN", "en")
@@ -58,9 +58,40 @@ def select_locale() -> str:
     return "zh_CN"
 
 
+def _translations() -> Any:
+    """``flask_babel.get_translations()``, remembered for the locale it was for.
+
+    Flask-Babel finds the catalogue anew for every ``_()`` in a template (three
+    context lookups and the locale's name built each time); a page has a dozen.
+    The answer depends only on the request's locale, which Flask-Babel keeps on
+    its context (``babel_locale``): it is kept beside it and used while that very
+    locale object is current, so ``force_locale`` and ``refresh`` are followed.
+    """
+    if not g:  # no app context: Flask-Babel's own answer (no translations)
+        return get_translations()
+    ctx = g.get("_flask_babel")
+    remembered = getattr(ctx, "sso_translations", None)
+    if remembered is not None and remembered[0] is getattr(ctx, "babel_locale", None):
+        return remembered[1]
+    translations = get_translations()
+    ctx = g.get("_flask_babel")
+    locale = getattr(ctx, "babel_locale", None)
+    if locale is not None:
+        ctx.sso_translations = (locale, translations)
+    return translations
+
+
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(Path(__file__).parent / "translations"))
     Babel(app, locale_selector=select_locale, default_locale="zh_CN")
+    # The same callables Flask-Babel installs, over _translations().
+    app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=lambda s: _translations().ugettext(s),
+        ngettext=lambda s, p, n: _translations().ungettext(s, p, n),
+        newstyle=True,
+        pgettext=lambda c, s: _translations().upgettext(c, s),
+        npgettext=lambda c, s, p, n: _translations().unpgettext(c, s, p, n),
+    )
     csrf = CSRFProtect()
     csrf.init_app(app)
     # Protocol endpoints are called by programs with their own credentials (or by
