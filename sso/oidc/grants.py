@@ -13,7 +13,7 @@ from flask import current_app
 
 from ..crypto import new_token, token_hash
 from ..db import db
-from ..models import Client, Grant, RefreshToken, utcnow
+from ..models import Account, Client, Grant, RefreshToken, utcnow
 from . import tokens
 from .tokens import Authorization
 
@@ -189,6 +189,10 @@ class OpenIDConnectCode(OpenIDCode):
 
 _REFRESH_TOKENS = RefreshToken.__table__
 _GRANTS = Grant.__table__
+_ACCOUNTS = Account.__table__
+# A grant's account as the refresh sees it: only an active one (a disabled account's
+# refresh tokens are refused, as its codes are: sso.oidc.tokens.open_grant).
+_ACTIVE_ACCOUNT = (_ACCOUNTS.c.id == _GRANTS.c.account_id) & (_ACCOUNTS.c.status == "active")
 
 # The refresh hot path in Core statements on the session's connection (its
 # transaction): no ORM objects, no lazy loads, no autoflush.  Built once.
@@ -199,7 +203,7 @@ _LOAD_REFRESH_TOKEN = (
         _REFRESH_TOKENS.c.expires_at,
         _REFRESH_TOKENS.c.used_at,
         _GRANTS.c.id,
-        _GRANTS.c.account_id,
+        _ACCOUNTS.c.id.label("account_id"),  # None: the account is gone or not active
         _GRANTS.c.scope,
         _GRANTS.c.sid,
         _GRANTS.c.auth_time,
@@ -209,7 +213,9 @@ _LOAD_REFRESH_TOKEN = (
         _GRANTS.c.expires_at,
         _GRANTS.c.revoked_at,
     )
-    .select_from(_REFRESH_TOKENS.join(_GRANTS, _GRANTS.c.id == _REFRESH_TOKENS.c.grant_id))
+    .select_from(
+        _REFRESH_TOKENS.join(_GRANTS, _GRANTS.c.id == _REFRESH_TOKENS.c.grant_id).outerjoin(_ACCOUNTS, _ACTIVE_ACCOUNT)
+    )
     .where(_REFRESH_TOKENS.c.token_hash == db.bindparam("token_hash"))
 )
 _CLAIM_REFRESH_TOKEN = (
@@ -252,7 +258,7 @@ _CLAIM_AT_ONCE_CTE = (
         _REFRESH_TOKENS.c.expires_at > db.bindparam("fast_now"),
         _GRANTS.c.id == _REFRESH_TOKENS.c.grant_id,
         _GRANTS.c.revoked_at.is_(None),
-        _GRANTS.c.account_id.is_not(None),
+        _ACTIVE_ACCOUNT,
     )
     .values(used_at=db.bindparam("fast_now"))
     .returning(
@@ -437,9 +443,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             if not valid:
                 tokens.revoke_grant(grant_id, "acting_ended")
                 raise InvalidGrantError("The authorisation to act for this enterprise has ended.")
-        # grants.account_id references accounts (ON DELETE CASCADE): set means it exists.
+        # The account as read with the token: None when it is gone or no longer active.
         if refresh_token.account_id is None:
-            return None
+            raise InvalidGrantError("The account of this refresh token is not active.")
         # The atomic step: only the request whose UPDATE flips used_at may issue, and
         # the successor is stored in the same transaction. Neither is committed here:
         # they commit together (save_token), so a crash or a database error in between

@@ -339,9 +339,9 @@ def new_grant(
 
 _GRANTS = Grant.__table__
 _ACCOUNTS = Account.__table__
-# The grant, inserted only if its account still exists: INSERT ... SELECT ... FROM
-# accounts WHERE id = :account_id (no row: the account is gone; one statement, not a
-# SELECT then an INSERT).
+# The grant, inserted only if its account still exists and is active: INSERT ... SELECT
+# ... FROM accounts WHERE id = :account_id AND status = 'active' (no row: the account is
+# gone or disabled; one statement, not a SELECT then an INSERT).
 _OPEN_GRANT_SELECT = db.select(
     db.bindparam("g_id", type_=db.String),
     db.bindparam("g_client_id", type_=db.String),
@@ -355,7 +355,7 @@ _OPEN_GRANT_SELECT = db.select(
     db.bindparam("g_acting", type_=_GRANTS.c.acting.type),
     db.bindparam("g_created_at", type_=db.DateTime),
     db.bindparam("g_expires_at", type_=db.DateTime),
-).where(_ACCOUNTS.c.id == db.bindparam("g_account_id"))
+).where(_ACCOUNTS.c.id == db.bindparam("g_account_id"), _ACCOUNTS.c.status == "active")
 _GRANT_COLUMNS = [
     "id", "client_id", "account_id", "scope", "code_hash", "sid", "auth_time", "acr", "amr", "acting",
     "created_at", "expires_at",
