@@ -31,6 +31,13 @@ class ShortLivedStore(Protocol):
     def put(self, kind: str, key: str, value: dict[str, Any], ttl: int) -> None:
         """Store ``value`` for ``ttl`` seconds, replacing any previous value."""
 
+    def replace(self, kind: str, key: str, value: dict[str, Any], ttl: int) -> bool:
+        """Store ``value`` for ``ttl`` seconds only if the entry exists (atomic). False when absent.
+
+        A write-back that must not bring back an entry deleted meanwhile (a session
+        ended by a logout between its read and its write).
+        """
+
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         """The value, or None when absent or expired."""
 

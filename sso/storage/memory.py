@@ -86,6 +86,18 @@ class MemoryStore:
         with self._lock:
             self._store(skey, payload, ttl, self._clock())
 
+    def replace(self, kind: str, key: str, value: dict[str, Any], ttl: int) -> bool:
+        _check_ttl(ttl)
+        payload = json.dumps(value)
+        skey = storage_key(kind, key)
+        with self._lock:
+            now = self._clock()
+            entry = self._live(skey, now)
+            if entry is None:
+                return False
+            self._store(skey, payload, ttl, now)
+            return True
+
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         skey = storage_key(kind, key)
         with self._lock:

@@ -91,6 +91,13 @@ class RedisStore:
         skey, payload = self._key(kind, key), json.dumps(value)
         self._call(lambda r: r.set(skey, payload, ex=ttl))
 
+    def replace(self, kind: str, key: str, value: dict[str, Any], ttl: int) -> bool:
+        _check_ttl(ttl)
+        skey, payload = self._key(kind, key), json.dumps(value)
+        # SET XX replies OK when it stored and nil when the key was absent: one command,
+        # so a DEL in between cannot be undone.
+        return bool(self._call(lambda r: r.set(skey, payload, ex=ttl, xx=True)))
+
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         skey = self._key(kind, key)
         return _load(self._call(lambda r: r.get(skey)))

@@ -234,3 +234,33 @@ def test_create_store_picks_backend() -> None:
     redis_store = create_store(REDIS_URL)
     assert isinstance(redis_store, RedisStore)
     redis_store.close()  # construction must not need a reachable server
+
+
+def test_replace_only_when_present_even_against_a_concurrent_delete(store: ShortLivedStore) -> None:
+    # A session's write-back must not bring back a session a logout deleted meanwhile.
+    assert store.replace("session", "absent", {"v": 1}, ttl=60) is False
+    assert store.get("session", "absent") is None  # replace must not create
+    store.put("session", "s", {"v": 1}, ttl=1)
+    advance(store, 0.6)
+    assert store.replace("session", "s", {"v": 2}, ttl=3) is True
+    advance(store, 0.6)  # past the original 1 s expiry: the TTL was reset
+    assert store.get("session", "s") == {"v": 2}
+    store.delete("session", "s")
+    assert store.replace("session", "s", {"v": 3}, ttl=60) is False
+    assert store.get("session", "s") is None
+    store.put("session", "e", {"v": 1}, ttl=1)
+    advance(store, 1.2)
+    assert store.replace("session", "e", {"v": 2}, ttl=60) is False  # expired counts as absent
+    assert store.get("session", "e") is None
+    with pytest.raises(ValueError):
+        store.replace("session", "s", {"v": 1}, ttl=0)
+    # Racing a delete: whatever the order, the entry never outlives the delete.
+    for round_ in range(20):
+        store.put("session", f"r{round_}", {"v": 0}, ttl=60)
+        results = concurrently(
+            9,
+            lambda i, r=round_: (
+                store.delete("session", f"r{r}") if i == 0 else store.replace("session", f"r{r}", {"v": i}, ttl=60)
+            ),
+        )
+        assert store.get("session", f"r{round_}") is None, results

@@ -119,6 +119,7 @@ def every_operation(store: RedisStore) -> dict[str, Callable[[], Any]]:
         "delete": lambda: store.delete("code", "k"),
         "add": lambda: store.add("jti", "k", {"v": 1}, ttl=60),
         "touch": lambda: store.touch("code", "k", ttl=60),
+        "replace": lambda: store.replace("session", "k", {"v": 1}, ttl=60),
         "incr": lambda: store.incr("rate", "k", ttl=60),
         "set_add": lambda: store.set_add("sids", "k", "m", ttl=60),
         "set_members": lambda: store.set_members("sids", "k"),
