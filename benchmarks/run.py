@@ -503,7 +503,7 @@ def add_portals(gw: Gateway, total: int) -> None:
             db.session.commit()
 
 
-def start_gateway(gw: Gateway, backend: str, threads: int, wsgi_server: str = "gunicorn") -> Server:
+def start_gateway(gw: Gateway, backend: str, threads: int, wsgi_server: str = "granian") -> Server:
     port = gw.port
     env = gw.env
     cmd = [str(BIN / "sso"), "serve", "--production", "--workers", "1", "--threads", str(threads),
@@ -799,9 +799,9 @@ def main() -> None:
                         help="repeatable; default: all but 'portals'")
     parser.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
     parser.add_argument("--backend", choices=["production", "embedded"], default="production")
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads in the one worker (default 4)")
-    parser.add_argument("--wsgi-server", choices=["gunicorn", "granian"], default="gunicorn",
-                        help="sso serve --production --server ... (default gunicorn)")
+    parser.add_argument("--threads", type=int, default=4, help="threads in the one worker (default 4)")
+    parser.add_argument("--wsgi-server", choices=["gunicorn", "granian"], default="granian",
+                        help="sso serve --production --server ... (default granian, as sso serve)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--login-users", type=int, default=8, help="virtual browsers for 'login' (default 8)")
     parser.add_argument("--sessions", type=int, default=20_000, help="SSO sessions in the store (default 20,000)")
