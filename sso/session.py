@@ -13,6 +13,12 @@ durable record is synced) and at most one ``UPDATE`` of its SessionRecord.  A
 caller that may change the session later in the request (the authorization
 endpoint) reads it with ``current(defer=True)`` and ends with :func:`save` or
 :func:`settle`, so the record and the store are written once, not twice.
+
+A write-back never brings back a session that ended after it was read (a logout
+by another request or instance): the record's UPDATE is for a record not ended,
+the store's write is ``SET ... XX`` / ``EXPIRE`` (only while the entry exists),
+and either one finding the session gone makes :func:`save` / :func:`settle`
+answer False, so the caller treats the request as having no session.
 """
 
 from __future__ import annotations
@@ -138,15 +144,22 @@ def current(*, defer: bool = False) -> BrowserSession | None:
             if session.created_at + _gw().settings.session_absolute_timeout > time.time():
                 if defer:
                     setattr(g, _PENDING, True)
-                else:
-                    _slide(session, changed=False, commit=True)
-                found = session
+                    found = session
+                elif _slide(session, changed=False, commit=True):
+                    found = session  # else: ended since it was read (a logout elsewhere)
             else:
                 from .logout import end_session
 
                 end_session(session.sid, "absolute_timeout")
     g.sso_session = found
     return found
+
+
+def forget() -> None:
+    """This request has no session after all (its account is no longer active, or
+    the session ended meanwhile): nothing is written back for it."""
+    g.pop(_PENDING, None)
+    g.sso_session = None
 
 
 def signed_in() -> tuple[BrowserSession, Any] | tuple[None, None]:
@@ -166,7 +179,9 @@ def _write(session: BrowserSession, response: Response, *, commit: bool = True, 
     handle, secret = new_token(16), new_token(32)
     session.handle = handle
     session.secret_hash = _hash(secret)
-    _sync_record(session, commit=commit, new=new)
+    if not _sync_record(session, commit=commit, new=new):
+        g.sso_session = None  # ended meanwhile (rotate() racing a logout): not brought back
+        return
     _store().put(KIND, handle, session.to_dict(), _ttl(session))
     g.sso_session = session
     # No Max-Age: a browser-session cookie; the server enforces both timeouts.
@@ -209,17 +224,28 @@ def _record_update() -> Any:
     columns = ("handle", "clients", "last_seen_at", "expires_at")
     return (
         table.update()
-        .where(table.c.sid == bindparam("b_sid"))
+        # Never for an ended session: a logout that won the race stays a logout.
+        .where(table.c.sid == bindparam("b_sid"), table.c.ended_at.is_(None))
         .values({name: bindparam("b_" + name, type_=table.c[name].type) for name in columns})
     )
 
 
-def _sync_record(session: BrowserSession, *, commit: bool = True, new: bool = False) -> None:
+def _record_exists(sid: str) -> bool:
+    from .db import db
+    from .models import SessionRecord
+
+    table = SessionRecord.__table__
+    return db.session.execute(db.select(table.c.sid).where(table.c.sid == sid)).first() is not None
+
+
+def _sync_record(session: BrowserSession, *, commit: bool = True, new: bool = False) -> bool:
     """Bring the durable SessionRecord (single-logout index) up to date.
 
-    One UPDATE when the record exists (every time but the first); with
-    ``commit=False`` the caller commits it with its own changes.  ``new``: the
-    session was just made (start()), so its record cannot exist: no UPDATE tried.
+    One UPDATE when the record exists and has not ended (every time but the
+    first); with ``commit=False`` the caller commits it with its own changes.
+    ``new``: the session was just made (start()), so its record cannot exist: no
+    UPDATE tried.  False, with nothing written: the record has ended (a logout
+    since the session was read); the caller must not write the session back.
     """
     from datetime import timedelta
 
@@ -237,6 +263,10 @@ def _sync_record(session: BrowserSession, *, commit: bool = True, new: bool = Fa
     params = {"b_" + name: value for name, value in changes.items()}
     updated = 0 if new else db.session.execute(_record_update(), {"b_sid": session.sid, **params}).rowcount
     if not updated:
+        # No row updated: none yet (insert it), or an ended one (a second statement,
+        # only off the usual path).
+        if not new and _record_exists(session.sid):
+            return False
         db.session.add(
             SessionRecord(
                 sid=session.sid,
@@ -251,43 +281,49 @@ def _sync_record(session: BrowserSession, *, commit: bool = True, new: bool = Fa
     if commit:
         db.session.commit()
     session.synced_at = int(time.time())
+    return True
 
 
-def _slide(session: BrowserSession, *, changed: bool, commit: bool) -> None:
+def _slide(session: BrowserSession, *, changed: bool, commit: bool) -> bool:
     """The sliding idle timeout, with the session's changes and the record's sync when due.
 
-    One store write: ``SET`` (value and TTL) when the session changed or its record
-    is synced now, ``EXPIRE`` otherwise; one record ``UPDATE`` at most.
+    One store write: ``SET ... XX`` (value and TTL) when the session changed or its
+    record is synced now, ``EXPIRE`` otherwise; one record ``UPDATE`` at most.
+    Neither writes a session that is gone: False when it has ended (record) or left
+    the store (logout, expiry) since it was read.
     """
     if changed or _stale(session):
-        _sync_record(session, commit=commit)
-        _store().put(KIND, session.handle, session.to_dict(), _ttl(session))
-    else:
-        _store().touch(KIND, session.handle, _ttl(session))
+        if not _sync_record(session, commit=commit):
+            return False
+        return bool(_store().replace(KIND, session.handle, session.to_dict(), _ttl(session)))
+    return bool(_store().touch(KIND, session.handle, _ttl(session)))
 
 
-def save(session: BrowserSession, *, commit: bool = True) -> None:
+def save(session: BrowserSession, *, commit: bool = True) -> bool:
     """Persist changes (a portal joined, ...) under the current handle.
 
     ``commit=False``: the record's update waits for the caller's commit (the store
     is written now; a portal recorded there but not in the record had no code yet).
     Also pays what ``current(defer=True)`` deferred (the write slides the expiry).
+    False: the session ended since it was read; nothing was stored, and with
+    ``commit=False`` the caller rolls back.
     """
     if session.handle:
         g.pop(_PENDING, None)
-        _sync_record(session, commit=commit)
-        _store().put(KIND, session.handle, session.to_dict(), _ttl(session))
+        return _slide(session, changed=True, commit=commit)
+    return True
 
 
-def settle(session: BrowserSession | None, *, commit: bool = True) -> None:
+def settle(session: BrowserSession | None, *, commit: bool = True) -> bool:
     """What ``current(defer=True)`` left undone, if :func:`save` did not do it since.
 
     The sliding expiry (``EXPIRE``), or the record's sync and the store write when
     the record is stale.  ``commit=False``: the record's update waits for the
-    caller's commit.
+    caller's commit.  False: the session ended since it was read (as :func:`save`).
     """
     if g.pop(_PENDING, None) and session is not None and session.handle:
-        _slide(session, changed=False, commit=commit)
+        return _slide(session, changed=False, commit=commit)
+    return True
 
 
 def end(response: Response, reason: str = "logout") -> BrowserSession | None:

@@ -40,7 +40,7 @@ class Counter:
         event.listen(self.engine, "before_cursor_execute", self._sql)
         event.listen(self.engine, "commit", self._commit)
         store = app.extensions["sso"].store
-        for name in ("get", "put", "touch", "delete", "consume", "add"):
+        for name in ("get", "put", "replace", "touch", "delete", "consume", "add"):
             monkeypatch.setattr(store, name, self._wrap(name, getattr(store, name)))
 
     def _sql(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -148,7 +148,7 @@ def test_a_hop_is_three_statements_one_commit_and_one_session_write(hop: Any) ->
     assert len(counter.statements) == 3, [s.split()[:4] for s in counter.statements]
     assert counter.commits == 1
     assert counter.record_updates() == 1
-    assert counter.session_ops() == ["get", "put"]  # no separate EXPIRE: the SET slides the expiry
+    assert counter.session_ops() == ["get", "replace"]  # no separate EXPIRE: the SET slides the expiry
     assert _record(browser).clients == ["tax", "social"]
     assert db.session.execute(
         db.select(AuditEvent).filter_by(event="authorize.code_issued", client_id="social")
@@ -166,7 +166,7 @@ def test_a_stale_record_is_written_once(hop: Any, prod_app: Flask) -> None:
     _code(browser.authorize(portals["social"]))
     assert counter.record_updates() == 1, counter.statements
     assert len(counter.statements) == 3 and counter.commits == 1
-    assert counter.session_ops() == ["get", "put"]
+    assert counter.session_ops() == ["get", "replace"]
     record = _record(browser)
     assert record.clients == ["tax", "social"] and record.last_seen_at > before
     stored = prod_app.extensions["sso"].store.get(browser_session.KIND, handle)
@@ -181,7 +181,7 @@ def test_a_return_to_a_known_portal_syncs_a_stale_record_in_the_same_commit(hop:
     counter.reset()
     _code(browser.authorize(portals["tax"]))  # already in the session: nothing joins
     assert counter.record_updates() == 1 and len(counter.statements) == 3 and counter.commits == 1
-    assert counter.session_ops() == ["get", "put"]
+    assert counter.session_ops() == ["get", "replace"]
     counter.reset()
     _code(browser.authorize(portals["tax"]))  # now fresh: the expiry alone slides
     assert counter.record_updates() == 0 and len(counter.statements) == 2 and counter.commits == 1
@@ -209,7 +209,7 @@ def test_the_idle_timeout_slides_whatever_authorize_answers(hop: Any, prod_app: 
     else:
         response = browser.authorize(portals["health"], prompt="none")
         assert query_of(response.headers["Location"])["error"] == "consent_required"
-    assert counter.session_ops().count("touch") + counter.session_ops().count("put") == 1
+    assert counter.session_ops().count("touch") + counter.session_ops().count("replace") == 1
     idle = prod_app.extensions["sso"].settings.session_idle_timeout
     assert idle - 5 <= raw.ttl(key) <= idle
 
@@ -231,6 +231,6 @@ def _sqlite_hop(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
         _code(browser.authorize(portals["social"]))
         assert len(counter.statements) == 5, counter.statements
         assert counter.commits == 1 and counter.record_updates() == 1
-        assert counter.session_ops() == ["get", "put"]
+        assert counter.session_ops() == ["get", "replace"]
     finally:
         counter.close()

@@ -26,6 +26,7 @@ from ..crypto import new_token
 from ..db import db
 from ..errors import error_page, printable
 from ..models import Client
+from .grants import CODE_KIND
 from .requests import GatewayRequest
 from .tokens import Authorization
 
@@ -100,11 +101,15 @@ def error_response(error: OAuth2Error, state: str | None) -> Response:
 def _end_user(
     session: browser_session.BrowserSession | None, client_id: str | None
 ) -> tuple[Authorization | None, set[str] | None]:
-    """The signed-in end user, and the scopes remembered for ``client_id`` (one query)."""
+    """The signed-in end user, and the scopes remembered for ``client_id`` (one query).
+
+    None when the session's account is gone or no longer active (as for the pages,
+    sso.session.signed_in): such a session is no session here.
+    """
     if session is None:
         return None, None
     account, remembered = consent.account_with_consent(session.account_id, client_id)
-    if account is None:
+    if account is None or account.status != "active":
         return None, None
     return Authorization(
         account=account,
@@ -115,6 +120,28 @@ def _end_user(
         amr=list(session.amr),
         acting=session.acting,
     ), remembered
+
+
+def _interaction_needed(
+    oauth_request: GatewayRequest,
+    prompt: consent.Prompt,
+    interaction: dict[str, Any] | None,
+    interaction_id: str | None,
+    client: Client,
+    redirect_uri: str,
+    state: str | None,
+) -> Response:
+    """The page ``prompt`` asks for (the request saved as an interaction), or its error for prompt=none."""
+    log.info("authorize client=%s needs %s (%s)", client.client_id, prompt.kind, prompt.reason)
+    if "none" in str(oauth_request.payload.data.get("prompt") or "").split():
+        # OIDC Core §3.1.2.6: prompt=none never shows a page.
+        cls = PROMPT_NONE_ERRORS.get(prompt.kind, InteractionRequiredError)
+        return error_response(cls(redirect_uri=redirect_uri), state)
+    uid = interaction_id if interaction and interaction_id else save_interaction(oauth_request, prompt)
+    if interaction:
+        interaction.update(prompt=prompt.kind, reason=prompt.reason)
+        update_interaction(uid, interaction)
+    return redirect(url_for(consent.PROMPT_PAGES[prompt.kind], interaction=uid))
 
 
 def _check_client_and_redirect_uri(oauth_request: GatewayRequest) -> Response | str:
@@ -200,7 +227,10 @@ def _authorize(
     state = oauth_request.payload.data.get("state")
     requested_client = oauth_request.payload.client_id
     end_user, remembered = _end_user(session, requested_client)
-    if end_user is None:
+    if end_user is None and session is not None:
+        # Its account is gone or disabled: no session, and it is not written back
+        # (its idle expiry does not slide).
+        browser_session.forget()
         session = None
     checked = _check_client_and_redirect_uri(oauth_request)
     if isinstance(checked, Response):
@@ -224,31 +254,33 @@ def _authorize(
         remembered=remembered if client.client_id == requested_client else None,
     )
     prompt = consent.decide(ctx)
-    prompts = str(oauth_request.payload.data.get("prompt") or "").split()
     if prompt is not None:
-        log.info("authorize client=%s needs %s (%s)", client.client_id, prompt.kind, prompt.reason)
-        if "none" in prompts:
-            # OIDC Core §3.1.2.6: prompt=none never shows a page.
-            cls = PROMPT_NONE_ERRORS.get(prompt.kind, InteractionRequiredError)
-            return error_response(cls(redirect_uri=redirect_uri), state)
-        uid = interaction_id if interaction else save_interaction(oauth_request, prompt)
-        if interaction:
-            interaction.update(prompt=prompt.kind, reason=prompt.reason)
-            update_interaction(uid, interaction)
-        return redirect(url_for(consent.PROMPT_PAGES[prompt.kind], interaction=uid))
+        return _interaction_needed(oauth_request, prompt, interaction, interaction_id, client, redirect_uri, state)
 
     assert session is not None and end_user is not None
     response = server.create_authorization_response(oauth_request, grant_user=end_user, grant=grant)
-    issued = response.status_code == 302 and "code" in parse_qs(urlsplit(response.location or "").query)
+    code = parse_qs(urlsplit(response.location or "").query).get("code") if response.status_code == 302 else None
+    issued = bool(code)
     if response.status_code == 302:
         # The session record's row first, the audit chain's head after (the chain's lock
         # order), and one commit for both when a code was issued.  One store write for
         # the session either way (with the new portal, or the sliding expiry alone).
         if client.client_id not in session.clients:
             session.clients.append(client.client_id)
-            browser_session.save(session, commit=not issued)
+            alive = browser_session.save(session, commit=not issued)
         else:
-            browser_session.settle(session, commit=not issued)
+            alive = browser_session.settle(session, commit=not issued)
+        if not alive:
+            # The session ended (a logout here or elsewhere) after it was read: nothing
+            # was written back for it, the code it got is withdrawn and nothing is
+            # recorded; the request is answered as one without a session.
+            if code:
+                _gateway().store.delete(CODE_KIND, code[0])
+            db.session.rollback()
+            browser_session.forget()
+            log.info("authorize client=%s: the session ended during the request", client.client_id)
+            login = consent.Prompt("login", "no_session")
+            return _interaction_needed(oauth_request, login, interaction, interaction_id, client, redirect_uri, state)
     if issued:
         # A sign-in at this portal (the statistics count these): who, at what level, as whom.
         audit.record(
