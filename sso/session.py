@@ -293,9 +293,20 @@ def _slide(session: BrowserSession, *, changed: bool, commit: bool) -> bool:
     the store (logout, expiry) since it was read.
     """
     if changed or _stale(session):
-        if not _sync_record(session, commit=commit):
+        from .db import db
+
+        # The record's UPDATE is committed only once the store took the write: a
+        # handle the store dropped meanwhile (a logout, a rotation) is not put back
+        # in the record, where a later logout would delete it instead of the live one.
+        if not _sync_record(session, commit=False):
             return False
-        return bool(_store().replace(KIND, session.handle, session.to_dict(), _ttl(session)))
+        if not _store().replace(KIND, session.handle, session.to_dict(), _ttl(session)):
+            if commit:
+                db.session.rollback()  # else: the caller's transaction, which it rolls back
+            return False
+        if commit:
+            db.session.commit()
+        return True
     return bool(_store().touch(KIND, session.handle, _ttl(session)))
 
 

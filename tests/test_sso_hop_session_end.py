@@ -275,3 +275,38 @@ def test_a_page_that_reads_a_session_ended_meanwhile_does_not_bring_it_back(
     assert _store(gateway).get(browser_session.KIND, handle) is None
     assert _record().ended_at is not None
     _assert_login_page(browser.authorize(portals["tax"]))
+
+
+def test_a_write_back_that_finds_its_handle_gone_leaves_the_record_to_the_live_handle(
+    gateway: Flask, signed_in: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another request rotated the session (step-up: new handle, the old one deleted)
+    # after this page read it with a stale record.  Its write-back must not point the
+    # record back at the dead handle: a logout deletes the record's handle, and would
+    # then leave the live one signed in.
+    _, browser, _ = signed_in
+    old = _handle(browser)
+    sid = _record().sid
+    _make_stale(gateway, old)
+    original_load = browser_session.load
+
+    def load_then_rotate_elsewhere(h: str) -> Any:
+        found = original_load(h)
+        with gateway.app_context():
+            data = _store(gateway).get(browser_session.KIND, old)
+            _store(gateway).delete(browser_session.KIND, old)
+            _store(gateway).put(browser_session.KIND, "rotated-handle", data, 600)
+            db.session.execute(db.update(SessionRecord).filter_by(sid=sid).values(handle="rotated-handle"))
+            db.session.commit()
+            db.session.remove()
+        return found
+
+    monkeypatch.setattr(browser_session, "load", load_then_rotate_elsewhere)
+    page = browser.client.get("/account")
+    monkeypatch.undo()
+    assert page.status_code == 302 and "/login" in page.headers["Location"]
+    assert _store(gateway).get(browser_session.KIND, old) is None
+    record = _record()
+    assert record.handle == "rotated-handle" and record.ended_at is None
+    assert logout.end_session(sid, "logout")
+    assert _store(gateway).get(browser_session.KIND, "rotated-handle") is None  # the logout reached it
