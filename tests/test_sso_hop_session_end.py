@@ -252,6 +252,20 @@ def test_a_session_ended_during_the_hop_stays_ended_and_gets_no_code(
     _assert_login_page(browser.authorize(portals["tax"]))
 
 
+def test_a_code_issued_before_a_logout_is_not_exchanged_after_it(gateway: Flask, signed_in: Any) -> None:
+    # The logout revoked the session's grants; one opened afterwards from a code the
+    # session got earlier would outlive the logout.
+    from sso.crypto import token_hash
+    from sso.models import Grant
+
+    _, browser, portals = signed_in
+    code, verifier = browser.code_for(portals["social"])
+    assert logout.end_session(_record().sid, "logout")
+    response = redeem(gateway.test_client(), portals["social"], code, verifier)
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant", response.text
+    assert db.session.execute(db.select(Grant).filter_by(code_hash=token_hash(code))).first() is None
+
+
 def test_a_page_that_reads_a_session_ended_meanwhile_does_not_bring_it_back(
     gateway: Flask, signed_in: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,7 +20,7 @@ from .. import metrics
 from ..claims import legal_person_claim
 from ..crypto import new_token, token_hash
 from ..db import db
-from ..models import Account, Client, Grant, RefreshToken, RevokedAccessToken, new_id, utcnow
+from ..models import Account, Client, Grant, RefreshToken, RevokedAccessToken, SessionRecord, new_id, utcnow
 
 ACCESS_TOKEN_TYP = "at+jwt"
 
@@ -339,9 +339,18 @@ def new_grant(
 
 _GRANTS = Grant.__table__
 _ACCOUNTS = Account.__table__
-# The grant, inserted only if its account still exists and is active: INSERT ... SELECT
-# ... FROM accounts WHERE id = :account_id AND status = 'active' (no row: the account is
-# gone or disabled; one statement, not a SELECT then an INSERT).
+# The grant, inserted only if its account still exists and is active and the code's
+# session has not ended: INSERT ... SELECT ... FROM accounts WHERE id = :account_id AND
+# status = 'active' AND NOT EXISTS (its session record, ended) (no row: the account is
+# gone or disabled, or a logout came between the code and its exchange, whose grants
+# it could not revoke; one statement, not a SELECT then an INSERT).
+_SESSION_RECORDS = SessionRecord.__table__
+_SESSION_ENDED = (
+    db.select(_SESSION_RECORDS.c.sid)
+    .where(_SESSION_RECORDS.c.sid == db.bindparam("g_sid", type_=db.String))
+    .where(_SESSION_RECORDS.c.ended_at.is_not(None))
+    .exists()
+)
 _OPEN_GRANT_SELECT = db.select(
     db.bindparam("g_id", type_=db.String),
     db.bindparam("g_client_id", type_=db.String),
@@ -355,7 +364,7 @@ _OPEN_GRANT_SELECT = db.select(
     db.bindparam("g_acting", type_=_GRANTS.c.acting.type),
     db.bindparam("g_created_at", type_=db.DateTime),
     db.bindparam("g_expires_at", type_=db.DateTime),
-).where(_ACCOUNTS.c.id == db.bindparam("g_account_id"), _ACCOUNTS.c.status == "active")
+).where(_ACCOUNTS.c.id == db.bindparam("g_account_id"), _ACCOUNTS.c.status == "active", ~_SESSION_ENDED)
 _GRANT_COLUMNS = [
     "id", "client_id", "account_id", "scope", "code_hash", "sid", "auth_time", "acr", "amr", "acting",
     "created_at", "expires_at",
