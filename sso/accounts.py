@@ -155,3 +155,36 @@ def id_number_of(account: Account) -> str | None:
     if account.id_number_sealed is None:
         return None
     return _gateway().vault.open(account.id_number_sealed, account.id)  # type: ignore[no-any-return]
+
+
+def disable(account: Account, *, via: str) -> int:
+    """Stop an account at once: no new sign-in, every session ended, every token revoked.
+
+    Sessions end through single logout (portals with a back-channel URI are told);
+    grants without a session (none today, but a refresh token must never outlive a
+    disabled account) are revoked too.  Returns the number of sessions ended.
+    """
+    from . import audit, logout
+    from .models import Grant
+    from .session import sessions_of
+
+    account.status = "disabled"
+    audit.record("account.disabled", commit=False, account=account.id, via=via)
+    db.session.commit()
+    ended = sum(logout.end_session(record.sid, "account_disabled") for record in sessions_of(account.id))
+    db.session.execute(
+        db.update(Grant)
+        .where(Grant.account_id == account.id, Grant.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason="account_disabled")
+    )
+    db.session.commit()
+    return ended
+
+
+def enable(account: Account, *, via: str) -> None:
+    """Let a disabled account sign in again (its old sessions and tokens stay ended)."""
+    from . import audit
+
+    account.status = "active"
+    audit.record("account.enabled", commit=False, account=account.id, via=via)
+    db.session.commit()

@@ -639,26 +639,57 @@ def _make_admin(account: Any) -> None:
     db.session.commit()
 
 
+def _account(login: str) -> Any:
+    """The account with this username, phone number or resident identity number; else exit 1."""
+    from .accounts import find_by_login_name
+
+    account = find_by_login_name(login)
+    if account is None:
+        _fail(f"no account with username, phone or identity number {login}", 1)
+    return account
+
+
 @accounts.command("grant-admin")
 @click.argument("login")
 @with_app
 def accounts_grant_admin(login: str) -> None:
     """Make the account with this username or phone number an administrator."""
-    from .db import db
-    from .models import Account
-
-    account = None
-    if 1 <= len(login) <= 64:
-        account = db.session.execute(db.select(Account).filter_by(username=login)).scalar_one_or_none()
-        if account is None:
-            account = db.session.execute(db.select(Account).filter_by(phone=login)).scalar_one_or_none()
-    if account is None:
-        _fail(f"no account with username or phone {login}", 1)
+    account = _account(login)
     if account.is_admin:
         click.echo(f"account {login} is already an administrator")
         return
     _make_admin(account)
     click.echo(f"account {login} is now an administrator")
+
+
+@accounts.command("disable")
+@click.argument("login")
+@with_app
+def accounts_disable(login: str) -> None:
+    """Disable an account: no sign-in; its sessions end everywhere and its tokens are revoked."""
+    from .accounts import disable
+
+    account = _account(login)
+    if account.status == "disabled":
+        click.echo(f"account {login} is already disabled")
+        return
+    ended = disable(account, via="cli")
+    click.echo(f"account {login} disabled; {ended} session(s) ended, its tokens revoked")
+
+
+@accounts.command("enable")
+@click.argument("login")
+@with_app
+def accounts_enable(login: str) -> None:
+    """Let a disabled account sign in again."""
+    from .accounts import enable
+
+    account = _account(login)
+    if account.status == "active":
+        click.echo(f"account {login} is already active")
+        return
+    enable(account, via="cli")
+    click.echo(f"account {login} enabled")
 
 
 # ---- audit trail and statistics -----------------------------------------------------------

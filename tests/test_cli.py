@@ -1013,3 +1013,68 @@ def test_readme_starts_with_the_two_commands_and_ci_uses_the_same() -> None:
     assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
     for command in ("rotate-secret", "keys rotate", "db upgrade", "accounts create", "sso serve"):
         assert command in readme
+
+
+# ---- accounts disable / enable ----------------------------------------------------------
+
+
+def test_disable_ends_sessions_revokes_tokens_and_stops_sign_in(cli: Cli) -> None:
+    add_user(cli)
+    data = create_service(cli)
+    portal = Portal(data["client_id"], data["client_secret"])
+    app = cli.app()
+    client = app.test_client()
+    with app.app_context():
+        tokens = sign_in_and_redeem(client, portal)
+    assert Browser(client).authorize(portal, prompt="none").status_code == 302  # signed in
+
+    result = cli("accounts", "disable", USERNAME)
+    assert "1 session(s) ended" in result.output
+    assert "already disabled" in cli("accounts", "disable", USERNAME).output
+
+    with app.app_context():
+        # The refresh token and the access token stopped at once.
+        refreshed = client.post(
+            "/token",
+            data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+            headers=basic(portal),
+        )
+        assert refreshed.status_code == 400 and refreshed.get_json()["error"] == "invalid_grant"
+        userinfo = client.get("/userinfo", headers={"Authorization": "Bearer " + tokens["access_token"]})
+        assert userinfo.status_code == 401
+        # The browser's session ended: prompt=none now says login_required.
+        silent = Browser(client).authorize(portal, prompt="none")
+        assert "error=login_required" in silent.location
+        # And the password no longer signs in: the login page answers again, no redirect.
+        fresh = Browser(app.test_client())
+        start = fresh.authorize(portal, code_challenge="x" * 43, code_challenge_method="S256")
+        assert start.status_code == 302 and start.location.startswith("/login")
+        refused = fresh.login(start.location)
+        assert refused.status_code in (200, 401) and "csrf_token" in refused.text
+        assert refused.headers.get("Location") is None
+
+    cli("accounts", "enable", USERNAME)
+    assert "already active" in cli("accounts", "enable", USERNAME).output
+    with app.app_context():
+        assert sign_in_and_redeem(app.test_client(), portal)["access_token"]
+        # Tokens from before the disablement stay revoked.
+        again = client.post(
+            "/token",
+            data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+            headers=basic(portal),
+        )
+        assert again.get_json()["error"] == "invalid_grant"
+        events = [e.event for e in _audit_events(app)]
+    assert "account.disabled" in events and "account.enabled" in events
+
+
+def _audit_events(app: Flask) -> list[Any]:
+    from sso.db import db
+    from sso.models import AuditEvent
+
+    return list(db.session.execute(db.select(AuditEvent).order_by(AuditEvent.id)).scalars())
+
+
+def test_disable_unknown_account_is_a_clear_error(cli: Cli) -> None:
+    result = cli("accounts", "disable", "nobody", code=1)
+    assert "no account with username, phone or identity number nobody" in result.output
