@@ -110,7 +110,8 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _remember_lang(response: Response) -> Response:
-        lang = request.args.get("lang")
+        # Not .get(): a missing key makes Werkzeug build and catch an HTTP exception, on every request.
+        lang = request.args["lang"] if "lang" in request.args else None
         if lang in ("en", "zh-CN"):
             response.set_cookie("lang", lang, max_age=365 * 24 * 3600, samesite="Lax", httponly=True)
         return response
