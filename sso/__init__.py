@@ -32,7 +32,12 @@ class _FormSessionInterface(SecureCookieSessionInterface):
         return cached[1]
 
     def open_session(self, app: Flask, request: Any):  # type: ignore[no-untyped-def]
-        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+        # No Cookie header at all (every protocol call): not even request.cookies, whose
+        # getlist("Cookie") walks the whole WSGI environ, which granian fills with the
+        # process's environment.
+        if app.secret_key and (
+            "HTTP_COOKIE" not in request.environ or not request.cookies.get(self.get_cookie_name(app))
+        ):
             return self.session_class()
         return super().open_session(app, request)
 
