@@ -110,6 +110,7 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     db_module.db.init_app(app)
+    db_module.close_sessions_quietly(app)
     with app.app_context():
         db_module.check_idle_connections(db_module.db.engine)
 

@@ -71,6 +71,31 @@ def check_idle_connections(engine: Engine) -> None:
             raise exc.DisconnectionError() from error
 
 
+def close_sessions_quietly(app: Any) -> None:
+    """End each request's session without letting a dead connection turn into a 500.
+
+    Flask-SQLAlchemy removes the session when the app context ends, after the
+    response was made; if the database went away in between, the rollback on close
+    raises from the WSGI callable, and the server answers 500 in place of the
+    response (a 503 for the outage, or even a 200 that did not need the database).
+    This teardown runs before Flask-SQLAlchemy's (teardowns run in reverse order of
+    registration), closes the session, and on failure logs it and drops the session
+    (SQLAlchemy has already invalidated a disconnected connection); Flask-SQLAlchemy's
+    own removal then finds nothing to do.
+    """
+    import logging
+
+    log = logging.getLogger("sso.db")
+
+    @app.teardown_appcontext
+    def _remove_session(exc: BaseException | None) -> None:
+        try:
+            db.session.remove()
+        except Exception as error:  # noqa: BLE001 - the response stands; the connection is gone
+            log.warning("closing the request's database session failed: %s", error.__class__.__name__)
+            db.session.registry.clear()
+
+
 def alembic_config(url: str):  # type: ignore[no-untyped-def]
     from alembic.config import Config
 

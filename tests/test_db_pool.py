@@ -60,3 +60,21 @@ def test_a_dead_idle_connection_is_replaced_not_handed_out(engine: Any, monkeypa
     monkeypatch.setattr(engine.dialect, "do_ping", dead)
     assert _use(engine) == 1  # the pool discarded the dead one and opened another
     assert engine.pool._pool.queue[0].dbapi_connection is not first
+
+
+def test_a_session_that_cannot_close_does_not_become_a_500(app: Any, monkeypatch: Any) -> None:
+    # The database went away after the response was made: the rollback in the app
+    # context's teardown fails.  The response stands and nothing escapes the WSGI call.
+    from sqlalchemy import exc
+    from sqlalchemy.orm import Session
+
+    def broken_close(self: Any) -> None:
+        raise exc.OperationalError("ROLLBACK", {}, Exception("server closed the connection unexpectedly"))
+
+    client = app.test_client()
+    with monkeypatch.context() as patch:
+        patch.setattr(Session, "close", broken_close)
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    # The next request gets a fresh session and works normally.
+    assert client.get("/readyz").status_code == 200
