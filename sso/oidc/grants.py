@@ -226,22 +226,7 @@ _CLAIM_REFRESH_TOKEN = (
 # PostgreSQL: the claim and the successor's INSERT in one statement (a data-modifying
 # CTE): the successor row exists iff this statement's UPDATE flipped used_at.
 _CLAIMED = _CLAIM_REFRESH_TOKEN.returning(_REFRESH_TOKENS.c.grant_id).cte("claimed")
-_CLAIM_AND_ROTATE = (
-    _REFRESH_TOKENS.insert()
-    .from_select(
-        ["token_hash", "grant_id", "client_id", "scope", "created_at", "expires_at"],
-        db.select(
-            db.bindparam("new_hash", type_=db.String),
-            _CLAIMED.c.grant_id,
-            db.bindparam("new_client_id", type_=db.String),
-            db.bindparam("new_scope", type_=db.String),
-            db.bindparam("new_created_at", type_=db.DateTime),
-            db.bindparam("new_expires_at", type_=db.DateTime),
-        ),
-    )
-    # An INSERT's rowcount is kept only when asked for (SQLAlchemy 2.0.28+).
-    .execution_options(preserve_rowcount=True)
-)
+_CLAIM_AND_ROTATE = tokens.insert_refresh_token_from(_CLAIMED.c.grant_id, "new_")
 
 # PostgreSQL, the usual refresh (no narrower scope asked): everything in one statement.
 # The claim (UPDATE ... FROM grants, only for a token that is unused, this client's,

@@ -373,21 +373,32 @@ _OPEN_GRANT = _GRANTS.insert().from_select(_GRANT_COLUMNS, _OPEN_GRANT_SELECT).e
 # PostgreSQL: the grant and its first refresh token in one statement (a data-modifying
 # CTE): the refresh token row exists iff the grant row was inserted.
 _OPENED = _GRANTS.insert().from_select(_GRANT_COLUMNS, _OPEN_GRANT_SELECT).returning(_GRANTS.c.id).cte("opened")
-_OPEN_GRANT_WITH_REFRESH_TOKEN = (
-    RefreshToken.__table__.insert()
-    .from_select(
-        ["token_hash", "grant_id", "client_id", "scope", "created_at", "expires_at"],
-        db.select(
-            db.bindparam("r_hash", type_=db.String),
-            _OPENED.c.id,
-            db.bindparam("r_client_id", type_=db.String),
-            db.bindparam("r_scope", type_=db.String),
-            db.bindparam("r_created_at", type_=db.DateTime),
-            db.bindparam("r_expires_at", type_=db.DateTime),
-        ),
+
+
+def insert_refresh_token_from(grant_id: Any, prefix: str) -> Any:
+    """An INSERT of one refresh token whose grant id is ``grant_id`` (a CTE's column, so
+    the row exists only if that CTE produced one); the other values are bind parameters
+    ``<prefix>hash``, ``<prefix>client_id``, ``<prefix>scope``, ``<prefix>created_at``,
+    ``<prefix>expires_at``.  Its rowcount says whether the row went in."""
+    return (
+        RefreshToken.__table__.insert()
+        .from_select(
+            ["token_hash", "grant_id", "client_id", "scope", "created_at", "expires_at"],
+            db.select(
+                db.bindparam(prefix + "hash", type_=db.String),
+                grant_id,
+                db.bindparam(prefix + "client_id", type_=db.String),
+                db.bindparam(prefix + "scope", type_=db.String),
+                db.bindparam(prefix + "created_at", type_=db.DateTime),
+                db.bindparam(prefix + "expires_at", type_=db.DateTime),
+            ),
+        )
+        # An INSERT's rowcount is kept only when asked for (SQLAlchemy 2.0.28+).
+        .execution_options(preserve_rowcount=True)
     )
-    .execution_options(preserve_rowcount=True)
-)
+
+
+_OPEN_GRANT_WITH_REFRESH_TOKEN = insert_refresh_token_from(_OPENED.c.id, "r_")
 
 
 def open_grant(
