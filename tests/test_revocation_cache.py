@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -503,19 +502,10 @@ def test_legal_person_tokens_keep_their_registry_check(app, browser, client, zha
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[Any]:
-    from tests.storage.test_redis_faults import PrivateRedis, unavailable
+    from tests.storage.test_redis_faults import private_redis
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        unavailable("redis-server binary not installed")
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = PrivateRedis(binary, workdir)
-    try:
-        server.start()
+    with private_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def wait_until(condition: Any, timeout: float = 15.0) -> None:

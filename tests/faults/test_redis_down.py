@@ -12,7 +12,6 @@ database (redeemed codes, rotated refresh tokens), not on Redis.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,24 +35,15 @@ from tests.conftest import (
     make_settings,
     redeem,
 )
-from tests.storage.test_redis_faults import PrivateRedis, unavailable
+from tests.storage.test_redis_faults import PrivateRedis, private_redis
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        unavailable("redis-server binary not installed")
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = PrivateRedis(binary, workdir)
-    try:
-        server.start()
+    with private_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ throw-away instance on a free port and always kills it afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -98,17 +99,25 @@ class PrivateRedis:
         self.proc.send_signal(signal.SIGCONT)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[PrivateRedis]:
+@contextlib.contextmanager
+def private_redis(workdir: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own, on a free port, in ``workdir``; stopped afterwards."""
     binary = shutil.which("redis-server") or shutil.which("/usr/bin/redis-server")
     if binary is None:
         unavailable("redis-server binary not installed")
-    srv = PrivateRedis(binary, tmp_path)
+    workdir.mkdir(parents=True, exist_ok=True)
+    srv = PrivateRedis(binary, workdir)
     try:
         srv.start()
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    with private_redis(tmp_path) as srv:
+        yield srv
 
 
 def every_operation(store: RedisStore) -> dict[str, Callable[[], Any]]:
