@@ -53,6 +53,7 @@ from sqlalchemy.engine import make_url
 
 from sso.server import GRACEFUL_TIMEOUT, HUP_IGNORED
 from tests.backends import pg_url, redis_url  # noqa: F401 - fixtures
+from tests.faults.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -87,7 +88,7 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, log: Ca
 READY_FOR_QUERY = b"Z\x00\x00\x00\x05"  # PostgreSQL's ReadyForQuery message (then one status byte)
 
 
-class HoldingProxy:
+class HoldingProxy(TcpProxy):
     """A TCP forwarder to PostgreSQL whose gateway-to-database direction can be held and released.
 
     While held, the queries of connected sessions wait in the forwarder; ``waiting``
@@ -98,17 +99,14 @@ class HoldingProxy:
     """
 
     def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port: int = self._listener.getsockname()[1]
         self._open = threading.Event()
         self._open.set()
-        self._lock = threading.Lock()
         self._waiting = 0
-        self._sockets: set[socket.socket] = set()
-        self._closed = threading.Event()
-        threading.Thread(target=self._accept, name="holding-proxy", daemon=True).start()
+        # Each socket: its connection's "session is up" event, and whether it is the
+        # gateway's end (bytes from it go to the database).
+        self._ends: dict[socket.socket, tuple[threading.Event, bool]] = {}
+        self._tails: dict[socket.socket, bytes] = {}
+        super().__init__(upstream)
 
     @property
     def waiting(self) -> int:
@@ -121,64 +119,29 @@ class HoldingProxy:
     def release(self) -> None:
         self._open.set()
 
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            server.settimeout(None)
-            with self._lock:
-                self._sockets.update((client, server))
-            started = threading.Event()  # the session is up: ReadyForQuery seen
-            threading.Thread(target=self._pump, args=(client, server, started, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, started, False), daemon=True).start()
+    def _connect_pumps(self, client: socket.socket, server: socket.socket) -> None:
+        started = threading.Event()  # the session is up: ReadyForQuery seen
+        with self._lock:
+            self._ends[client], self._ends[server] = (started, True), (started, False)
+        super()._connect_pumps(client, server)
 
-    def _pump(self, src: socket.socket, dst: socket.socket, started: threading.Event, upstream: bool) -> None:
-        tail = b""
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if not upstream and not started.is_set():
-                    tail = (tail + data)[-64:]
-                    if READY_FOR_QUERY in tail:
-                        started.set()
-                if upstream and started.is_set() and not self._open.is_set():
-                    with self._lock:
-                        self._waiting += 1
-                    self._open.wait()
-                    with self._lock:
-                        self._waiting -= 1
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with self._lock:
-                    self._sockets.discard(sock)
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                with contextlib.suppress(OSError):
-                    sock.close()
+    def _forward(self, src: socket.socket, dst: socket.socket, data: bytes) -> None:
+        started, upstream = self._ends[src]
+        if not upstream and not started.is_set():
+            tail = self._tails[src] = (self._tails.get(src, b"") + data)[-64:]
+            if READY_FOR_QUERY in tail:
+                started.set()
+        if upstream and started.is_set() and not self._open.is_set():
+            with self._lock:
+                self._waiting += 1
+            self._open.wait()
+            with self._lock:
+                self._waiting -= 1
+        dst.sendall(data)
 
     def close(self) -> None:
-        self._closed.set()
         self._open.set()
-        self._listener.close()
-        with self._lock:
-            live = list(self._sockets)
-        for sock in live:
-            with contextlib.suppress(OSError):
-                sock.close()
+        super().close()
 
 
 def listening_inodes(port: int) -> set[str]:

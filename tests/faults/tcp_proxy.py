@@ -44,8 +44,12 @@ class TcpProxy:
             server.settimeout(None)
             with self._lock:
                 self._sockets.update((client, server))
-            for src, dst in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            self._connect_pumps(client, server)
+
+    def _connect_pumps(self, client: socket.socket, server: socket.socket) -> None:
+        """Start forwarding both ways (a subclass may watch or hold the bytes)."""
+        for src, dst in ((client, server), (server, client)):
+            threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -53,12 +57,15 @@ class TcpProxy:
                 data = src.recv(65536)
                 if not data:
                     break
-                dst.sendall(data)
+                self._forward(src, dst, data)
         except OSError:
             pass
         finally:
             self._drop(src)
             self._drop(dst)
+
+    def _forward(self, src: socket.socket, dst: socket.socket, data: bytes) -> None:
+        dst.sendall(data)
 
     def _drop(self, sock: socket.socket) -> None:
         with self._lock:
