@@ -411,13 +411,12 @@ def seed(gw: Gateway, backend: str, sessions: int, chains: int) -> None:
         client = db.session.execute(db.select(type(web.client)).filter_by(client_id="bench-app")).scalar_one()
         for i in range(chains):
             account = accounts[i % n_accounts]
-            grant = tokens.new_grant(client, account, "openid profile", code=new_token(32), sid=None,
-                                     auth_time=int(time.time()), acr="1", amr=["pwd"])
-            db.session.flush()
-            gw.refresh_tokens.append(tokens.issue_refresh_token(grant, client, "openid profile"))
+            authz = tokens.open_grant(client, account.id, "openid profile", code=new_token(32), sid=None,
+                                      auth_time=int(time.time()), acr="1", amr=["pwd"], acting=None,
+                                      with_refresh_token=True)
+            assert authz is not None and authz.issued_refresh_token
+            gw.refresh_tokens.append(authz.issued_refresh_token)
             if i == 0:
-                authz = tokens.Authorization(account=account, grant_id=grant.id, sid=None,
-                                             auth_time=int(time.time()), acr="1", amr=["pwd"])
                 with app.test_request_context():
                     gw.access_token = tokens.issue_access_token(client, "openid profile", authz, 7200)
         db.session.commit()

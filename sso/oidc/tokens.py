@@ -308,35 +308,6 @@ def revoke_access_token(jti: str, exp: int) -> None:
         db.session.commit()
 
 
-def new_grant(
-    client: Client,
-    account: Account,
-    scope: str,
-    *,
-    code: str,
-    sid: str | None,
-    auth_time: int | None,
-    acr: str | None,
-    amr: list[str],
-    acting: dict[str, Any] | None = None,
-) -> Grant:
-    settings = _gateway().settings
-    grant = Grant(
-        client_id=client.client_id,
-        account_id=account.id,
-        scope=scope,
-        code_hash=token_hash(code),
-        sid=sid,
-        auth_time=auth_time,
-        acr=acr,
-        amr=amr,
-        acting=acting,
-        expires_at=utcnow() + timedelta(seconds=settings.refresh_token_ttl),
-    )
-    db.session.add(grant)
-    return grant
-
-
 _GRANTS = Grant.__table__
 _ACCOUNTS = Account.__table__
 # The grant, inserted only if its account still exists and is active and the code's
