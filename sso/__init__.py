@@ -132,12 +132,6 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
         pairwise_key=derive_key(kek, "sso pairwise subject"),
     )
     app.extensions["sso"] = gateway
-    if settings.trusted_proxies:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
-        # Only the client address: x_host stays 0 so a forged Host changes nothing.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=0, x_host=0)  # type: ignore[method-assign]
-
     errors.register_error_handlers(app)
     logs.init_app(app)  # request ids, access lines, request metrics
     ops.init_app(app)  # /healthz, /readyz, /metrics
@@ -150,6 +144,13 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
 
     init_oidc(app)
     init_web(app)
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Outermost, so the middleware answering in front of Flask (sso.oidc.static and
+        # .lane) sees the client's address too.  Only the address: x_host stays 0 so a
+        # forged Host changes nothing.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=0, x_host=0)  # type: ignore[method-assign]
     return app
 
 

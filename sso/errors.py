@@ -99,34 +99,63 @@ def render(status: int, error: str, description: str) -> Response:
     return error_page(status, error, description)
 
 
+def _oauth_error(exc: OAuth2Error) -> tuple[int, str, str]:
+    return exc.status_code or 400, exc.error, exc.get_error_description() or exc.error
+
+
+def _store_down(exc: StoreUnavailable) -> tuple[int, str, str]:
+    log.error("short-lived store unavailable: %s", exc)
+    return 503, "temporarily_unavailable", "The service is temporarily unavailable."
+
+
+def _db_down(exc: Exception) -> tuple[int, str, str]:
+    log.error("database error: %s", exc.__class__.__name__)
+    from .db import db
+
+    db.session.rollback()
+    return 503, "temporarily_unavailable", "The service is temporarily unavailable."
+
+
+def _bad_value(exc: DataError) -> tuple[int, str, str]:
+    # The database refused a value the client sent (PostgreSQL: a NUL byte, a string
+    # longer than its column): the request is bad, the database is up. Not a 503.
+    log.warning("database refused a value: %s", exc.orig.__class__.__name__)
+    from .db import db
+
+    db.session.rollback()
+    return 400, "invalid_request", "The request contains a value that cannot be stored."
+
+
+# What each kind of failure tells the client (the most derived class wins, as in Flask).
+_FAILURES: dict[type, Any] = {
+    OAuth2Error: _oauth_error,
+    StoreUnavailable: _store_down,
+    OperationalError: _db_down,
+    DBAPIError: _db_down,
+    DataError: _bad_value,
+}
+
+
+def api_error(exc: Exception, method: str, endpoint: str) -> Response:
+    """The JSON error a program gets for ``exc``: what the handlers below answer on API paths.
+
+    For requests served outside Flask's request cycle (sso.oidc.lane).
+    """
+    for cls in type(exc).__mro__:
+        classify = _FAILURES.get(cls)
+        if classify is not None:
+            return json_error(*classify(exc))
+    log.exception("unhandled error on %s %s", method, endpoint)
+    return json_error(500, "server_error", "The server encountered an unexpected error.")
+
+
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(OAuth2Error)
-    def _oauth_error(exc: OAuth2Error) -> Response:
-        return render(exc.status_code or 400, exc.error, exc.get_error_description() or exc.error)
+    for cls, classify in _FAILURES.items():
 
-    @app.errorhandler(StoreUnavailable)
-    def _store_down(exc: StoreUnavailable) -> Response:
-        log.error("short-lived store unavailable: %s", exc)
-        return render(503, "temporarily_unavailable", "The service is temporarily unavailable.")
+        def _handler(exc: Exception, classify: Any = classify) -> Response:
+            return render(*classify(exc))
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(DBAPIError)
-    def _db_down(exc: Exception) -> Response:
-        log.error("database error: %s", exc.__class__.__name__)
-        from .db import db
-
-        db.session.rollback()
-        return render(503, "temporarily_unavailable", "The service is temporarily unavailable.")
-
-    @app.errorhandler(DataError)
-    def _bad_value(exc: DataError) -> Response:
-        # The database refused a value the client sent (PostgreSQL: a NUL byte, a string
-        # longer than its column): the request is bad, the database is up. Not a 503.
-        log.warning("database refused a value: %s", exc.orig.__class__.__name__)
-        from .db import db
-
-        db.session.rollback()
-        return render(400, "invalid_request", "The request contains a value that cannot be stored.")
+        app.register_error_handler(cls, _handler)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

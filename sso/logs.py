@@ -26,6 +26,7 @@ import random as _random
 import re
 import sys
 import time
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,14 +103,30 @@ class RedactingFilter(logging.Filter):
 _CONTEXT_FIELDS = ("request_id", "method", "endpoint", "status", "duration_ms")
 
 
+# A request served without Flask's request context (sso.oidc.lane): its id, method,
+# endpoint and client address, for the log lines and audit rows written meanwhile.
+LANE_REQUEST: ContextVar[dict[str, Any] | None] = ContextVar("sso_lane_request", default=None)
+
+
 def _request_context() -> dict[str, Any]:
     if not has_request_context():
-        return {}
+        lane = LANE_REQUEST.get()
+        if lane is None:
+            return {}
+        return {"request_id": lane["request_id"], "method": lane["method"], "endpoint": lane["endpoint"]}
     return {
         "request_id": g.get("request_id"),
         "method": request.method,
         "endpoint": request.endpoint or "none",
     }
+
+
+def client_address() -> str | None:
+    """The address of the client being served (after any trusted proxy), None outside a request."""
+    if has_request_context():
+        return request.remote_addr
+    lane = LANE_REQUEST.get()
+    return lane["remote_addr"] if lane is not None else None
 
 
 # json.dumps with any non-default option builds a new encoder for every call.
@@ -225,29 +242,33 @@ def init_app(app: Flask) -> None:
         response.headers[REQUEST_ID_HEADER] = rid
         started = g.get("request_started")
         duration = time.perf_counter() - started if started is not None else 0.0
-        endpoint = request.endpoint or "none"
-        # The method is the client's word: anything unusual is one label and one word,
-        # so neither the metrics' series nor the log line carry arbitrary text.
-        method = request.method if request.method in _METHODS else "OTHER"
-        status = response.status_code
-        from . import metrics
-
-        try:
-            metrics.observe_request(endpoint, method, status, duration)
-        except Exception:  # noqa: BLE001 - metrics must never fail a request
-            log.exception("could not record request metrics")
-        level = logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO
-        if log.isEnabledFor(level):
-            log.log(
-                level,
-                f"{method} {endpoint} {status}",
-                extra={
-                    "request_id": rid,
-                    "method": method,
-                    "endpoint": endpoint,
-                    "status": status,
-                    "duration_ms": round(duration * 1000, 2),
-                    "sso_clean": True,
-                },
-            )
+        access(request.endpoint or "none", request.method, response.status_code, rid, duration)
         return response
+
+
+def access(endpoint: str, method: str, status: int, rid: str, duration: float) -> None:
+    """A served request's metrics and its access line (Flask's hook and sso.oidc.lane)."""
+    # The method is the client's word: anything unusual is one label and one word,
+    # so neither the metrics' series nor the log line carry arbitrary text.
+    if method not in _METHODS:
+        method = "OTHER"
+    from . import metrics
+
+    try:
+        metrics.observe_request(endpoint, method, status, duration)
+    except Exception:  # noqa: BLE001 - metrics must never fail a request
+        log.exception("could not record request metrics")
+    level = logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            f"{method} {endpoint} {status}",
+            extra={
+                "request_id": rid,
+                "method": method,
+                "endpoint": endpoint,
+                "status": status,
+                "duration_ms": round(duration * 1000, 2),
+                "sso_clean": True,
+            },
+        )

@@ -10,9 +10,10 @@ CSP = (
     "form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 
-_ALL_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
+# On every response, HTML or not (sso.oidc.lane adds them to the responses it serves).
+EVERY_RESPONSE = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
 _HTML_HEADERS = (
-    *_ALL_HEADERS,
+    *EVERY_RESPONSE,
     ("Content-Security-Policy", CSP),
     ("X-Frame-Options", "DENY"),
     # Pages carry CSRF tokens and personal data: never cached anywhere.
@@ -26,7 +27,7 @@ def init_app(app: Flask) -> None:
         headers = response.headers
         # One pass over the names, then appends (setdefault scans the list twice per header).
         present = {name.lower() for name in headers.keys()}
-        wanted = _HTML_HEADERS if response.mimetype == "text/html" else _ALL_HEADERS
+        wanted = _HTML_HEADERS if response.mimetype == "text/html" else EVERY_RESPONSE
         for name, value in wanted:
             if name.lower() not in present:
                 headers.add(name, value)

@@ -14,6 +14,7 @@ from .grants import (
     RefreshTokenGrant,
     S256CodeChallenge,
 )
+from .lane import ProtocolLane
 from .server import AuthorizationServer, GatewayIssuer
 from .static import StaticDocuments
 from .tokens import make_token_generator
@@ -41,9 +42,10 @@ def init_app(app: Flask) -> None:
                 return gateway.keys.jwks_document()  # type: ignore[no-any-return]
         return gateway.keys.jwks_document()  # type: ignore[no-any-return]
 
-    # Discovery and JWKS in front of Flask (sso.oidc.static): the same answers, no stack.
+    # Discovery and JWKS in front of Flask (sso.oidc.static), then the protocol calls
+    # (sso.oidc.lane): the same answers, without Flask's request cycle.
     app.wsgi_app = StaticDocuments(  # type: ignore[method-assign]
-        app.wsgi_app, lambda: app.config["SSO_DISCOVERY"], jwks
+        ProtocolLane(app, app.wsgi_app), lambda: app.config["SSO_DISCOVERY"], jwks
     )
 
     from .views import bp

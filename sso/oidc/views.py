@@ -139,7 +139,12 @@ def _bearer_error(status: int, error: str, description: str) -> Response:
 
 @bp.route("/userinfo", methods=["GET", "POST"])
 def userinfo() -> Response:
-    header = request.headers.get("Authorization", "")
+    form = request.form if request.method == "POST" and request.mimetype == FORM_TYPE else None
+    return userinfo_response(request.headers.get("Authorization", ""), form)
+
+
+def userinfo_response(header: str, form: Any) -> Response:
+    """OIDC Core §5.3: the claims for a bearer token from the header or, in a POST, the form."""
     token = None
     scheme, _, value = header.strip().partition(" ")
     if scheme.lower() == "bearer":
@@ -148,11 +153,11 @@ def userinfo() -> Response:
             return _bearer_error(400, "invalid_request", "Malformed Authorization header.")
         token = value.strip()
     # Any other scheme carries no bearer token: answered as "no token" (RFC 6750 §3.1).
-    if request.method == "POST" and request.mimetype == FORM_TYPE and "access_token" in request.form:
+    if form is not None and "access_token" in form:
         # RFC 6750 §2.2 form parameter; more than one method is an error (§2).
-        if token is not None or len(request.form.getlist("access_token")) > 1:
+        if token is not None or len(form.getlist("access_token")) > 1:
             return _bearer_error(400, "invalid_request", "Use exactly one way to send the token.")
-        token = request.form["access_token"]
+        token = form["access_token"]
     if token is None:
         return _bearer_error(401, "", "An access token is required.")
     active = check_access_token(token)
