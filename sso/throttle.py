@@ -41,16 +41,20 @@ hash) and are never logged.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import math
 import time
 import unicodedata
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Response, current_app, has_request_context, render_template, request
 from flask_babel import gettext as _
 from flask_babel import ngettext
+
+from .storage import RedisStore
 
 log = logging.getLogger("sso.throttle")
 
@@ -165,6 +169,64 @@ def _state_ttl(policy: Policy, until: float, t: float) -> int:
     return policy.window + max(1, math.ceil(until - t))
 
 
+# ---- one round trip on Redis -----------------------------------------------------------
+
+# What guard() reads, in the order it reads it, as one atomic step: the IP's state;
+# unless that locks the IP, the account's counter (INCR, and its TTL set as
+# RedisStore.incr sets it: only when the key has none) and the account's state.
+# Without an account key only the IP's state is read.
+_GUARD_SCRIPT = """
+local ip_state = false
+if KEYS[1] ~= '' then
+    ip_state = redis.call('GET', KEYS[1])
+    if ip_state then
+        local ok, decoded = pcall(cjson.decode, ip_state)
+        if ok and type(decoded) == 'table' and type(decoded['until']) == 'number'
+                and decoded['until'] > tonumber(ARGV[1]) then
+            return {ip_state}
+        end
+    end
+end
+if KEYS[2] == '' then
+    return {ip_state}
+end
+local n = redis.call('INCR', KEYS[2])
+if redis.call('TTL', KEYS[2]) == -1 then
+    redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return {ip_state, n, redis.call('GET', KEYS[3])}
+"""
+_guard_scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # per RedisStore
+
+
+def _redis_guard_reads(
+    store: Any, ikey: str | None, akey: str | None, policy: Policy, t: float
+) -> tuple[dict[str, Any] | None, tuple[int, dict[str, Any]] | None] | None:
+    """guard()'s reads on a RedisStore in one script call: (IP state, (n, account state)).
+
+    ``(n, state)`` is None when the IP state locks the attempt (nothing was
+    counted) or there is no account key.  None for another store (or a TTL the
+    store would refuse): guard() then reads one by one, through the store.
+    """
+    if not isinstance(store, RedisStore) or policy.window < 1 or (ikey is None and akey is None):
+        return None
+    script = _guard_scripts.get(store)
+    if script is None:
+        # redis-py's Script sends EVALSHA and loads the source on NOSCRIPT (a restarted Redis).
+        script = _guard_scripts[store] = store._client.register_script(_GUARD_SCRIPT)
+    keys = [
+        store._key(STATE, ikey) if ikey is not None else "",
+        store._key(COUNT, akey) if akey is not None else "",
+        store._key(STATE, akey) if akey is not None else "",
+    ]
+    args = [repr(float(t)), policy.window]
+    reply = store._call(lambda r: script(keys=keys, args=args, client=r))
+    ip_state = json.loads(reply[0]) if reply and reply[0] is not None else None
+    if len(reply) < 3:
+        return ip_state, None
+    return ip_state, (int(reply[1]), (json.loads(reply[2]) if reply[2] is not None else None) or {})
+
+
 # ---- the API -------------------------------------------------------------------------
 
 
@@ -179,16 +241,23 @@ def guard(scope: str, account_key: str | None, ip: str | None = None) -> Verdict
     t = now()
     ip = client_ip() if ip is None else ip
     ikey = _key(scope, "ip", ip) if ip else None
-    if ikey is not None:
-        ip_state = store.get(STATE, ikey)
-        if ip_state and ip_state.get("until", 0) > t:
-            return _refused(scope, ip_state["until"] - t, True)
-    if account_key is None:
+    akey = _key(scope, "account", login_key(account_key)) if account_key is not None else None
+    read = _redis_guard_reads(store, ikey, akey, policy, t)  # the reads below, in one round trip
+    counted = None
+    if read is not None:
+        ip_state, counted = read
+    else:
+        ip_state = store.get(STATE, ikey) if ikey is not None else None
+    if ip_state and ip_state.get("until", 0) > t:
+        return _refused(scope, ip_state["until"] - t, True)
+    if akey is None:
         return Verdict(True, scope=scope, ip=ikey)
 
-    akey = _key(scope, "account", login_key(account_key))
-    n = store.incr(COUNT, akey, policy.window)
-    state = store.get(STATE, akey) or {}
+    if counted is not None:
+        n, state = counted
+    else:
+        n = store.incr(COUNT, akey, policy.window)
+        state = store.get(STATE, akey) or {}
     if state.get("until", 0) > t:
         # A wait or lock is running: this attempt counts, the wait stays as told.
         _record(store, akey, n, state["until"], policy, t, locked=bool(state.get("locked")))
@@ -229,6 +298,10 @@ def success(verdict: Verdict) -> None:
         return
     store = _gateway().store
     akey, _n = verdict.account
+    if isinstance(store, RedisStore):  # both keys in one DEL: one round trip
+        keys = (store._key(COUNT, akey), store._key(STATE, akey))
+        store._call(lambda r: r.delete(*keys))
+        return
     store.delete(COUNT, akey)
     store.delete(STATE, akey)
 
