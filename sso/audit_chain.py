@@ -26,8 +26,9 @@ the event's time from the database clock once it holds the lock, computes the
 row's hash with the built-in ``sha256()`` (PostgreSQL 11+) over the same canonical
 bytes (Python builds everything but ``at``, ``id`` and ``prev_hash``, which are
 only known under the lock), inserts the row and moves the head.  ``sso audit
-verify`` rechecks those hashes in Python like any other.  SQLite takes the write
-lock with the head's ``UPDATE``, then Python computes the hash.
+verify`` rechecks those hashes in Python like any other; with psycopg the statement
+goes straight to the driver, in the session's transaction (``sso.db.driver_execute``).
+SQLite takes the write lock with the head's ``UPDATE``, then Python computes the hash.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,8 +44,10 @@ from typing import IO, Any, NamedTuple
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, object_session
 
+from .db import DriverSQL, driver_connection, driver_execute
 from .models import AuditChainHead, AuditEvent, utcnow
 
 log = logging.getLogger("sso.audit")
@@ -168,8 +172,15 @@ class Appended(NamedTuple):
     row_hash: str
 
 
-def _append_postgresql(session: Session, fields: dict[str, Any]) -> Appended:
-    params = {
+# The same statement as psycopg takes it, for the driver path (sso.db.driver_execute).
+# SQLAlchemy's rule for a bind name (not after ':' or a word character), so the
+# to_char() pattern's ":MI" and ":SS" stay as they are.
+_PG_APPEND_DRIVER = DriverSQL(re.sub(r"(?<![:\w\\]):(\w+)(?!:)", r"%(\1)s", _PG_APPEND.text))
+
+
+def _pg_append_params(fields: dict[str, Any]) -> dict[str, Any]:
+    """The statement's parameters: the canonical form's pieces around what the database fills in."""
+    return {
         "head_id": HEAD_ID,
         "before_at": '{"actor":' + _dump(fields["actor"]) + ',"at":"',
         "before_id": '","client_id":'
@@ -183,10 +194,21 @@ def _append_postgresql(session: Session, fields: dict[str, Any]) -> Appended:
         "detail": json.dumps(fields["detail"]),
         **{name: fields[name] for name in ("event", "outcome", "actor", "client_id", "ip")},
     }
-    row = session.execute(_PG_APPEND, params).first()
-    if row is None:
-        _create_head(session)
-        row = session.execute(_PG_APPEND, params).one()
+
+
+def _append_postgresql(session: Session, fields: dict[str, Any], connection: Connection | None = None) -> Appended:
+    """One statement; on ``connection`` (psycopg, the session's) straight on the driver."""
+    params = _pg_append_params(fields)
+    if connection is not None:
+        found = driver_execute(connection, _PG_APPEND_DRIVER, params).fetchone()
+        if found is not None:
+            return Appended(int(found[0]), found[1], found[2], found[3])
+    else:
+        row = session.execute(_PG_APPEND, params).first()
+        if row is not None:
+            return Appended(int(row.seq), row.at, row.prev_hash, row.row_hash)
+    _create_head(session)
+    row = session.execute(_PG_APPEND, params).one()
     return Appended(int(row.seq), row.at, row.prev_hash, row.row_hash)
 
 
@@ -204,9 +226,10 @@ def append(
     # The caller's own changes first: every transaction then locks its rows before
     # the chain head, never after it, so two cannot wait on each other.
     session.flush()
-    if session.get_bind().dialect.name == "postgresql":
+    connection = driver_connection(session)
+    if connection is not None or session.get_bind().dialect.name == "postgresql":
         fields = {"event": event, "outcome": outcome, "actor": actor, "client_id": client_id, "ip": ip}
-        return _append_postgresql(session, {**fields, "detail": detail})
+        return _append_postgresql(session, {**fields, "detail": detail}, connection)
     seq, prev_hash = _lock_head(session)
     row = AuditEvent(
         id=seq,

@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, select
 
 from . import assurance
-from .db import db
+from .db import DriverSQL, db, driver_connection, driver_execute
 from .models import Account, Consent
 from .session import BrowserSession
 
@@ -34,7 +34,7 @@ class AuthorizationContext:
     interaction: dict[str, Any] | None  # the interaction this request resumes, if any
     account_assurance: str = "self-asserted"  # of the session's account
     # The scopes remembered for this account and portal, when already read with the
-    # account (account_with_consent); None: read them when needed.
+    # account (standing_with_consent); None: read them when needed.
     remembered: set[str] | None = None
 
 
@@ -157,20 +157,42 @@ def decide(ctx: AuthorizationContext) -> Prompt | None:
 # ---- remembered consent ------------------------------------------------------------
 
 
-# Built once: the statement's construction cost more than its cached compilation.
-_ACCOUNT_WITH_CONSENT = (
-    select(Account, Consent.scopes)
+class Standing(NamedTuple):
+    """What the authorization endpoint needs of the signed-in account: no ORM object."""
+
+    status: str
+    assurance: str
+
+
+# The account with its remembered consent in one query, only the columns the
+# authorization endpoint reads (no ORM object): on PostgreSQL straight on the driver
+# (sso.db.driver_execute), elsewhere through Core.  Built once.
+_STANDING_WITH_CONSENT = (
+    select(Account.status, Account.assurance, Consent.scopes)
     .outerjoin(Consent, (Consent.account_id == Account.id) & (Consent.client_id == bindparam("client_id")))
     .where(Account.id == bindparam("account_id"))
 )
+_STANDING_WITH_CONSENT_SQL = DriverSQL(
+    """
+SELECT accounts.status, accounts.assurance, consents.scopes
+FROM accounts LEFT OUTER JOIN consents
+    ON consents.account_id = accounts.id AND consents.client_id = %(client_id)s
+WHERE accounts.id = %(account_id)s
+"""
+)
 
 
-def account_with_consent(account_id: str, client_id: str | None) -> tuple[Account | None, set[str]]:
-    """The account and the scopes it allowed ``client_id``, in one query."""
-    row = db.session.execute(_ACCOUNT_WITH_CONSENT, {"account_id": account_id, "client_id": client_id}).first()
+def standing_with_consent(account_id: str, client_id: str | None) -> tuple[Standing | None, set[str]]:
+    """The account's status and assurance, and the scopes it allowed ``client_id``: one query."""
+    params = {"account_id": account_id, "client_id": client_id}
+    connection = driver_connection(db.session)
+    if connection is not None:
+        row = driver_execute(connection, _STANDING_WITH_CONSENT_SQL, params).fetchone()
+    else:
+        row = db.session.execute(_STANDING_WITH_CONSENT, params).first()
     if row is None:
         return None, set()
-    return row[0], set(row[1] or ())
+    return Standing(row[0], row[1]), set(row[2] or ())
 
 
 def remembered_scopes(account_id: str, client_id: str) -> set[str]:

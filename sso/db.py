@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event, exc
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import DeclarativeBase, Session
 
 # Stable constraint names so Alembic migrations are portable between SQLite and PostgreSQL.
 NAMING = {
@@ -69,6 +70,67 @@ def check_idle_connections(engine: Engine) -> None:
         except Exception as error:  # noqa: BLE001 - any failure: this connection is gone
             # The pool discards it and hands out another (a new one if need be).
             raise exc.DisconnectionError() from error
+
+
+# ---- the driver path: hot statements straight on psycopg ------------------------------
+#
+# A statement through the Session costs ~60 us of Python (ORM execution, compiled
+# cache lookup, execution context, result wrapping) for a ~15 us round trip on the
+# psycopg connection under it.  The SSO hop's few fixed statements run on that same
+# connection, in the Session's transaction (committed or rolled back with it): the
+# SQL text is written once, as psycopg takes it (``%(name)s`` placeholders), and
+# psycopg prepares it on the server after a few uses, as it does SQLAlchemy's.
+#
+# What SQLAlchemy would do around a statement is kept: the engine's
+# ``before_cursor_execute`` / ``after_cursor_execute`` listeners see it (with no
+# execution context: counters and the revocation tracking, which ignores such
+# statements, hence the rule on tracked tables below), and a driver error is
+# handled by SQLAlchemy's own handler: the same exception classes (a 503 for an
+# outage, sso.errors), a dead connection invalidated and the pool's older ones
+# discarded.  Not kept: echo logging of these statements.  PostgreSQL + psycopg
+# only; elsewhere (SQLite) callers take their SQLAlchemy statements.
+
+# sso.revocations reads what writes to these tables revoke from SQLAlchemy's
+# execution context, which a driver statement has none of: none may write them.
+_REVOCATION_TRACKED = re.compile(r"\b(grants|revoked_access_tokens|accounts)\b", re.IGNORECASE)
+_WRITES = re.compile(r"\b(update|delete|insert|merge|truncate|copy)\b", re.IGNORECASE)
+
+
+class DriverSQL(str):
+    """A statement for :func:`driver_execute`: psycopg's SQL text, checked once when built."""
+
+    __slots__ = ()
+
+    def __new__(cls, sql: str) -> DriverSQL:
+        if _WRITES.search(sql) and _REVOCATION_TRACKED.search(sql):
+            raise ValueError("a driver statement must not write grants, accounts or revoked_access_tokens")
+        return super().__new__(cls, sql.strip())
+
+
+def driver_connection(session: Session) -> Connection | None:
+    """The session's connection (its transaction begun) when it runs on psycopg, else None."""
+    connection = session.connection()
+    return connection if connection.dialect.driver == "psycopg" else None
+
+
+def driver_execute(connection: Connection, sql: DriverSQL, params: dict[str, Any]) -> Any:
+    """Run ``sql`` on ``connection``'s psycopg connection, in its transaction; the psycopg cursor."""
+    statement: str = sql
+    cursor = None
+    try:
+        cursor = connection.connection.driver_connection.cursor()
+        if connection._has_events or connection.engine._has_events:
+            for fn in connection.dispatch.before_cursor_execute:
+                statement, params = fn(connection, cursor, statement, params, None, False)
+            cursor.execute(statement, params)
+            connection.dispatch.after_cursor_execute(connection, cursor, statement, params, None, False)
+        else:
+            cursor.execute(statement, params)
+    except BaseException as error:
+        # SQLAlchemy's own handling: wrapped in its exception classes, a disconnect
+        # invalidates the connection (and the pool's older ones); it always raises.
+        connection._handle_dbapi_exception(error, statement, params, cursor, None)
+    return cursor
 
 
 def close_sessions_quietly(app: Any) -> None:

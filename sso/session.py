@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from typing import Any
 from flask import Response, current_app, g, request
 
 from .crypto import new_token
+from .db import DriverSQL, driver_connection, driver_execute
 
 KIND = "session"
 MAX_COOKIE = 200
@@ -230,6 +232,31 @@ def _record_update() -> Any:
     )
 
 
+# The same UPDATE for PostgreSQL, straight on the driver (sso.db.driver_execute).
+_RECORD_UPDATE_SQL = DriverSQL(
+    """
+UPDATE session_records
+SET handle = %(b_handle)s, clients = CAST(%(b_clients)s AS json),
+    last_seen_at = %(b_last_seen_at)s, expires_at = %(b_expires_at)s
+WHERE session_records.sid = %(b_sid)s AND session_records.ended_at IS NULL
+"""
+)
+
+
+def _update_record(sid: str, changes: dict[str, Any]) -> int:
+    """The record's UPDATE (only while it has not ended): how many rows it changed."""
+    from .db import db
+
+    params = {"b_" + name: value for name, value in changes.items()}
+    params["b_sid"] = sid
+    connection = driver_connection(db.session)
+    if connection is None:
+        return int(db.session.execute(_record_update(), params).rowcount)
+    # JSON as SQLAlchemy's JSON type writes it (json.dumps).
+    params["b_clients"] = json.dumps(params["b_clients"])
+    return int(driver_execute(connection, _RECORD_UPDATE_SQL, params).rowcount)
+
+
 def _record_exists(sid: str) -> bool:
     from .db import db
     from .models import SessionRecord
@@ -260,8 +287,7 @@ def _sync_record(session: BrowserSession, *, commit: bool = True, new: bool = Fa
         "last_seen_at": now,
         "expires_at": now + timedelta(seconds=_ttl(session)),
     }
-    params = {"b_" + name: value for name, value in changes.items()}
-    updated = 0 if new else db.session.execute(_record_update(), {"b_sid": session.sid, **params}).rowcount
+    updated = 0 if new else _update_record(session.sid, changes)
     if not updated:
         # No row updated: none yet (insert it), or an ended one (a second statement,
         # only off the usual path).

@@ -100,26 +100,27 @@ def error_response(error: OAuth2Error, state: str | None) -> Response:
 
 def _end_user(
     session: browser_session.BrowserSession | None, client_id: str | None
-) -> tuple[Authorization | None, set[str] | None]:
-    """The signed-in end user, and the scopes remembered for ``client_id`` (one query).
+) -> tuple[Authorization | None, str, set[str] | None]:
+    """The signed-in end user, its account's assurance, and the scopes remembered for
+    ``client_id`` (one query; no ORM object: ``Authorization.account`` loads it if asked).
 
     None when the session's account is gone or no longer active (as for the pages,
     sso.session.signed_in): such a session is no session here.
     """
     if session is None:
-        return None, None
-    account, remembered = consent.account_with_consent(session.account_id, client_id)
-    if account is None or account.status != "active":
-        return None, None
+        return None, "self-asserted", None
+    standing, remembered = consent.standing_with_consent(session.account_id, client_id)
+    if standing is None or standing.status != "active":
+        return None, "self-asserted", None
     return Authorization(
-        account=account,
+        account_id=session.account_id,
         grant_id="",
         sid=session.sid,
         auth_time=session.auth_time,
         acr=session.acr,
         amr=list(session.amr),
         acting=session.acting,
-    ), remembered
+    ), standing.assurance, remembered
 
 
 def _interaction_needed(
@@ -226,7 +227,7 @@ def _authorize(
     server = _gateway().server
     state = oauth_request.payload.data.get("state")
     requested_client = oauth_request.payload.client_id
-    end_user, remembered = _end_user(session, requested_client)
+    end_user, account_assurance, remembered = _end_user(session, requested_client)
     if end_user is None and session is not None:
         # Its account is gone or disabled: no session, and it is not written back
         # (its idle expiry does not slide).
@@ -250,7 +251,7 @@ def _authorize(
         params=oauth_request.payload.data,
         session=session,
         interaction=interaction,
-        account_assurance=end_user.account.assurance if end_user else "self-asserted",
+        account_assurance=account_assurance,
         remembered=remembered if client.client_id == requested_client else None,
     )
     prompt = consent.decide(ctx)
@@ -285,7 +286,7 @@ def _authorize(
         # A sign-in at this portal (the statistics count these): who, at what level, as whom.
         audit.record(
             "authorize.code_issued",
-            actor=end_user.account.id,
+            actor=end_user.account_id,
             client_id=client.client_id,
             acr=session.acr,
             principal="legal" if session.acting else "natural",

@@ -87,7 +87,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             "client_id": request.client.client_id,
             "redirect_uri": request.payload.redirect_uri,
             "scope": request.scope,
-            "account_id": user.account.id,
+            "account_id": user.account_id,
             "nonce": data.get("nonce"),
             "code_challenge": data.get("code_challenge"),
             "code_challenge_method": data.get("code_challenge_method"),
