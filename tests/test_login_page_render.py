@@ -19,7 +19,9 @@ from flask import Flask, render_template, render_template_string
 from flask_babel import force_locale
 from wtforms.widgets import HiddenInput
 
+from sso.web import views
 from sso.web.forms import LoginForm
+from tests.conftest import csrf_from
 
 CATALOGUE = (
     Path(__file__).resolve().parents[1] / "sso" / "web" / "translations" / "zh_Hans_CN" / "LC_MESSAGES" / "messages.po"
@@ -31,7 +33,7 @@ def test_hidden_inputs_are_the_bytes_wtforms_writes(app: Flask, uid: str):
     with app.test_request_context("/login"):
         form = LoginForm(formdata=None)
         form.interaction.data = uid
-        page = render_template("login.html", form=form, client=None, error=None)
+        page = views._login_html(form, None, None)
         assert str(form.csrf_token) in page
         assert str(form.interaction) in page
         assert page.count('name="csrf_token"') == 1 and page.count('name="interaction"') == 1
@@ -98,3 +100,94 @@ def test_template_gettext_answers_as_jinjas_own(app: Flask, lang: str):
             "{% autoescape false %}{{ gettext(s) }}{% endautoescape %}", s="Sign in"
         )
         assert render_template_string("{{ _('Sign in') }}", gettext=lambda s: "mine") == "mine"
+
+
+# ---- the login page from its per-process skeleton ------------------------------------
+
+ODD = "<b>\"odd\" & 'x'</b>"
+PAGES = [
+    # (path, base_url, uid, username, client name or None, error)
+    ("/login", "http://localhost/", "", "", None, None),
+    ("/login?interaction=Abc-123_x", "http://localhost/", "Abc-123_x", "alice", "税务服务 Tax portal", None),
+    ("/login?lang=en&interaction=u1&foo=a%3Cb&foo=2", "http://localhost/", "u1", ODD, ODD, None),
+    (
+        "/login?principal=legal&interaction=u%20two",
+        "http://localhost/",
+        "u two",
+        "",
+        "Portal",
+        "Please fill in both fields.",
+    ),
+    (
+        "/login?ui_locales=en",
+        "http://localhost/sso/",
+        ODD,
+        "13800000000",
+        None,
+        "The username or password is incorrect.",
+    ),
+    ("/login?principal=legal&lang=zh-CN", "http://localhost/sso/", "", ODD, None, ODD),
+]
+
+
+def _rendered(app: Flask) -> list[str]:
+    from flask import template_rendered
+
+    names: list[str] = []
+
+    def on_render(sender: Any, template: Any, context: Any, **extra: Any) -> None:
+        names.append(template.name)
+
+    template_rendered.connect(on_render, app, weak=False)
+    return names
+
+
+@pytest.mark.parametrize(("path", "base_url", "uid", "username", "name", "error"), PAGES)
+def test_login_page_from_its_skeleton_is_the_full_render(
+    app: Flask, path: str, base_url: str, uid: str, username: str, name: str | None, error: str | None
+):
+    from types import SimpleNamespace
+
+    client = None if name is None else SimpleNamespace(name=name)
+    with app.test_request_context(path, base_url=base_url):
+        form = LoginForm(formdata=None)
+        form.interaction.data, form.username.data = uid, username
+        for _ in range(2):  # the first builds the skeleton, the second reads it
+            fast = views._login_html(form, client, error)
+            full = render_template("login.html", fields=views._login_fields(form), client=client, error=error)
+            assert fast == full
+        assert len(app.extensions["sso_login_skeletons"]) == 1
+        assert 'name="csrf_token" type="hidden" value="' + form.csrf_token.current_token + '"' in fast
+
+
+def test_a_marker_in_the_page_text_means_a_full_render(app: Flask):
+    from types import SimpleNamespace
+
+    client = SimpleNamespace(name="Tax\x00portal")
+    with app.test_request_context("/login?interaction=u1"):
+        form = LoginForm(formdata=None)
+        form.interaction.data = "u1"
+        fast = views._login_html(form, client, None)
+        assert fast == render_template("login.html", fields=views._login_fields(form), client=client, error=None)
+        assert "Tax\x00portal" in fast and not app.extensions.get("sso_login_skeletons")
+
+
+def test_login_pages_render_the_template_once_per_language(app: Flask, client):
+    rendered = _rendered(app)
+    assert client.get("/login").status_code == 200
+    assert rendered == ["login.html"]
+    for _ in range(3):
+        page = client.get("/login")
+        assert page.status_code == 200 and "登录" in page.text
+    assert client.get("/login?lang=en").status_code == 200
+    assert client.get("/login?lang=en&x=1").status_code == 200
+    assert rendered == ["login.html"] * 2
+    # A failed sign-in re-renders the page with its message: one more skeleton, then none.
+    for _ in range(2):
+        token = csrf_from(client.get("/login").text)
+        answer = client.post("/login", data={"csrf_token": token, "username": "nobody", "password": "wrong"})
+        assert answer.status_code == 401 and 'value="nobody"' in answer.text
+    assert rendered == ["login.html"] * 3
+    app.jinja_env.cache.clear()  # what a reloaded template is: another Template object
+    assert client.get("/login").status_code == 200
+    assert rendered == ["login.html"] * 4

@@ -83,6 +83,12 @@ def _translations() -> Any:
     return translations
 
 
+def lang_url(lang: str) -> str:
+    """This page in another language: the same path and query, ``lang`` replaced."""
+    args = [(k, v) for k, v in request.args.items(multi=True) if k != "lang"]
+    return request.path + "?" + urlencode([*args, ("lang", lang)])
+
+
 @pass_context
 def _page_gettext(context: Any, string: str, **variables: Any) -> Any:
     """``_()`` in templates: Jinja's newstyle gettext, with each plain string's answer kept.
@@ -141,10 +147,6 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _lang_url():  # type: ignore[no-untyped-def]
-        def lang_url(lang: str) -> str:
-            args = [(k, v) for k, v in request.args.items(multi=True) if k != "lang"]
-            return request.path + "?" + urlencode([*args, ("lang", lang)])
-
         return {"lang_url": lang_url, "get_locale": get_locale}
 
     @app.after_request

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from markupsafe import Markup, escape
 
 from .. import assurance, audit, consent, throttle
 from .. import session as browser_session
@@ -15,7 +19,7 @@ from ..errors import error_page
 from ..identifiers import InvalidIdentifier, validate_resident_id
 from ..models import Account, Client
 from ..oidc import authorize as authorize_flow
-from . import request_interaction
+from . import lang_url, request_interaction
 from .forms import ConsentForm, LoginForm
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
@@ -83,6 +87,84 @@ def _login_hint(interaction: dict | None) -> str:  # type: ignore[type-arg]
     return _echo_safe(hint)
 
 
+# ---- the login page: a skeleton per process, the request's values filled in ----------
+
+# Everything on the login page but a few values is the same for every request with
+# the same language, portal name, tab and error message: Jinja renders that once per
+# process (a "skeleton", with a marker where each value goes) and each request fills
+# in its values, escaped exactly as the template's autoescape would escape them.
+_MARK = "\x00"
+_LOGIN_FIELDS = ("csrf_token", "interaction", "username", "personal_href", "legal_href", "register_href")
+_LANG_SLOT = "lang:"
+_SKELETONS_KEPT = 256
+
+
+@dataclass(frozen=True)
+class _Skeleton:
+    pieces: tuple[tuple[str, str | None], ...]  # (text, the slot that follows it or None)
+    template: Any  # the Template objects it was rendered from (a reloaded one is another)
+    base: Any
+
+
+def _login_fields(form: LoginForm) -> dict[str, str]:
+    """The per-request values of the login page (the template's ``fields``)."""
+    uid = form.interaction.data
+    return {
+        "csrf_token": form.csrf_token.current_token,
+        "interaction": uid or "",
+        "username": form.username.data or "",
+        "personal_href": url_for("web.login", interaction=uid or None),
+        "legal_href": url_for("web.login", interaction=uid or None, principal="legal"),
+        "register_href": url_for("register.start", interaction=uid) if uid else url_for("register.start"),
+    }
+
+
+def _login_skeleton(client: Client | None, error: str | None) -> _Skeleton | None:
+    """The login page's skeleton for this request's language, portal, tab and message."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    env = app.jinja_env
+    legal = request.values.get("principal") == "legal"  # the template's legal_login
+    name = None if client is None else client.name
+    key = (str(get_locale()), client is not None, name, legal, error, request.script_root)
+    if any(isinstance(part, str) and _MARK in part for part in key):
+        return None  # cannot be told from a marker: rendered in full
+    template = env.get_template("login.html")
+    base = env.get_template("base.html") if env.auto_reload else None
+    kept: dict[Any, _Skeleton] = app.extensions.setdefault("sso_login_skeletons", {})
+    skeleton = kept.get(key)
+    if skeleton is not None and skeleton.template is template and skeleton.base is base:
+        return skeleton
+    markers = {field: Markup(_MARK + field + _MARK) for field in _LOGIN_FIELDS}  # noqa: S704 - constants
+
+    def lang_marker(lang: str) -> Markup:
+        return Markup(_MARK + _LANG_SLOT + lang + _MARK)  # noqa: S704 - the templates' own constants
+
+    parts = render_template("login.html", fields=markers, lang_url=lang_marker, client=client, error=error).split(_MARK)
+    slots = parts[1::2]
+    if len(parts) % 2 == 0 or any(s not in _LOGIN_FIELDS and not s.startswith(_LANG_SLOT) for s in slots):
+        return None  # (never: the key rules markers out of the text) rendered in full
+    pieces = tuple(zip(parts[0::2], [*slots, None], strict=True))
+    if len(kept) >= _SKELETONS_KEPT:
+        kept.clear()
+    skeleton = kept[key] = _Skeleton(pieces, template, base)
+    return skeleton
+
+
+def _login_html(form: LoginForm, client: Client | None, error: str | None) -> str:
+    """The login page: the same bytes as rendering login.html, from the skeleton."""
+    fields = _login_fields(form)
+    skeleton = _login_skeleton(client, error)
+    if skeleton is None:
+        return render_template("login.html", fields=fields, client=client, error=error)
+    out = []
+    for text, slot in skeleton.pieces:
+        out.append(text)
+        if slot is not None:
+            value = lang_url(slot[len(_LANG_SLOT) :]) if slot.startswith(_LANG_SLOT) else fields[slot]
+            out.append(escape(value))
+    return "".join(out)
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response:
     form = LoginForm()
@@ -94,11 +176,9 @@ def login() -> Response:
     if request.method == "GET":
         form.interaction.data = uid or ""
         form.username.data = _login_hint(interaction)
-        return _html(render_template("login.html", form=form, client=client, error=None))
+        return _html(_login_html(form, client, None))
     if not form.validate_on_submit():
-        return _html(
-            render_template("login.html", form=form, client=client, error=_("Please fill in both fields.")), 400
-        )
+        return _html(_login_html(form, client, _("Please fill in both fields.")), 400)
     connector = _gateway().connectors.default
     # Checked before the password, keyed by the name as typed: an unknown name
     # is throttled exactly like a real account.
@@ -113,7 +193,7 @@ def login() -> Response:
         # One message for unknown account and wrong password: no account enumeration.
         message = _("The username or password is incorrect.")
         form.username.data = _echo_safe(form.username.data)
-        return _html(render_template("login.html", form=form, client=client, error=message), 401)
+        return _html(_login_html(form, client, message), 401)
     throttle.success(verdict)
     new_session = browser_session.BrowserSession(
         account_id=identity.subject,
