@@ -171,6 +171,7 @@ def login() -> Response:
     uid = request.values.get("interaction") or None
     interaction = request_interaction(uid)
     if uid and interaction is None:
+        form.csrf_token.current_token  # noqa: B018 - as before: the CSRF secret is set for the next page
         return error_page(400, "invalid_request", _("This sign-in request has expired. Start again from the portal."))
     client = _page_client(interaction)
     if request.method == "GET":
