@@ -310,14 +310,22 @@ def _sync_record(session: BrowserSession, *, commit: bool = True, new: bool = Fa
     return True
 
 
-def _slide(session: BrowserSession, *, changed: bool, commit: bool) -> bool:
+# Another short-lived entry written with the session's write-back, in the same round
+# trip and only if the session is still there (the authorization code it was issued):
+# (kind, key, value, ttl).
+Entry = tuple[str, str, dict[str, Any], int]
+
+
+def _slide(session: BrowserSession, *, changed: bool, commit: bool, with_entry: Entry | None = None) -> bool:
     """The sliding idle timeout, with the session's changes and the record's sync when due.
 
     One store write: ``SET ... XX`` (value and TTL) when the session changed or its
     record is synced now, ``EXPIRE`` otherwise; one record ``UPDATE`` at most.
     Neither writes a session that is gone: False when it has ended (record) or left
-    the store (logout, expiry) since it was read.
+    the store (logout, expiry) since it was read.  ``with_entry`` is stored with the
+    session's write, atomically, or not at all.
     """
+    store = _store()
     if changed or _stale(session):
         from .db import db
 
@@ -326,41 +334,55 @@ def _slide(session: BrowserSession, *, changed: bool, commit: bool) -> bool:
         # in the record, where a later logout would delete it instead of the live one.
         if not _sync_record(session, commit=False):
             return False
-        if not _store().replace(KIND, session.handle, session.to_dict(), _ttl(session)):
+        if with_entry is None:
+            stored = store.replace(KIND, session.handle, session.to_dict(), _ttl(session))
+        else:
+            stored = store.replace_and_put(KIND, session.handle, session.to_dict(), _ttl(session), with_entry)
+        if not stored:
             if commit:
                 db.session.rollback()  # else: the caller's transaction, which it rolls back
             return False
         if commit:
             db.session.commit()
         return True
-    return bool(_store().touch(KIND, session.handle, _ttl(session)))
+    if with_entry is None:
+        return bool(store.touch(KIND, session.handle, _ttl(session)))
+    return bool(store.touch_and_put(KIND, session.handle, _ttl(session), with_entry))
 
 
-def save(session: BrowserSession, *, commit: bool = True) -> bool:
+def _put(entry: Entry | None) -> bool:
+    if entry is not None:
+        _store().put(*entry)
+    return True
+
+
+def save(session: BrowserSession, *, commit: bool = True, with_entry: Entry | None = None) -> bool:
     """Persist changes (a portal joined, ...) under the current handle.
 
     ``commit=False``: the record's update waits for the caller's commit (the store
     is written now; a portal recorded there but not in the record had no code yet).
     Also pays what ``current(defer=True)`` deferred (the write slides the expiry).
     False: the session ended since it was read; nothing was stored, and with
-    ``commit=False`` the caller rolls back.
+    ``commit=False`` the caller rolls back.  ``with_entry`` (kind, key, value, ttl)
+    is stored with the session's write (same round trip), never without it.
     """
     if session.handle:
         g.pop(_PENDING, None)
-        return _slide(session, changed=True, commit=commit)
-    return True
+        return _slide(session, changed=True, commit=commit, with_entry=with_entry)
+    return _put(with_entry)
 
 
-def settle(session: BrowserSession | None, *, commit: bool = True) -> bool:
+def settle(session: BrowserSession | None, *, commit: bool = True, with_entry: Entry | None = None) -> bool:
     """What ``current(defer=True)`` left undone, if :func:`save` did not do it since.
 
     The sliding expiry (``EXPIRE``), or the record's sync and the store write when
     the record is stale.  ``commit=False``: the record's update waits for the
     caller's commit.  False: the session ended since it was read (as :func:`save`).
+    ``with_entry``: as for :func:`save` (stored on its own when there is nothing to settle).
     """
     if g.pop(_PENDING, None) and session is not None and session.handle:
-        return _slide(session, changed=False, commit=commit)
-    return True
+        return _slide(session, changed=False, commit=commit, with_entry=with_entry)
+    return _put(with_entry)
 
 
 def end(response: Response, reason: str = "logout") -> BrowserSession | None:

@@ -3,8 +3,9 @@
 A browser with a gateway session asks a pre-consented portal for a code
 (GET /authorize -> 302 with a code).  On the production backends that is three
 SQL statements (the account with its remembered consent, the session record's
-UPDATE, the audit append) in one commit, one read and one write of the session in
-Redis, and the code.  A regression (a second write of the record, an extra round
+UPDATE, the audit append) in one commit, and two Redis round trips: the session's
+read, then its write-back with the code (one script: the code only if the session
+is still there).  A regression (a second write of the record, an extra round
 trip) fails here rather than in a load test.
 """
 
@@ -40,7 +41,8 @@ class Counter:
         event.listen(self.engine, "before_cursor_execute", self._sql)
         event.listen(self.engine, "commit", self._commit)
         store = app.extensions["sso"].store
-        for name in ("get", "put", "replace", "touch", "delete", "consume", "add"):
+        names = ("get", "put", "replace", "touch", "delete", "consume", "add", "replace_and_put", "touch_and_put")
+        for name in names:
             monkeypatch.setattr(store, name, self._wrap(name, getattr(store, name)))
 
     def _sql(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -148,7 +150,9 @@ def test_a_hop_is_three_statements_one_commit_and_one_session_write(hop: Any) ->
     assert len(counter.statements) == 3, [s.split()[:4] for s in counter.statements]
     assert counter.commits == 1
     assert counter.record_updates() == 1
-    assert counter.session_ops() == ["get", "replace"]  # no separate EXPIRE: the SET slides the expiry
+    # No separate EXPIRE (the SET slides the expiry), and the code goes with the session's write.
+    assert counter.session_ops() == ["get", "replace_and_put"]
+    assert counter.store == [("get", "session"), ("replace_and_put", "session")]
     assert _record(browser).clients == ["tax", "social"]
     assert db.session.execute(
         db.select(AuditEvent).filter_by(event="authorize.code_issued", client_id="social")
@@ -166,7 +170,7 @@ def test_a_stale_record_is_written_once(hop: Any, prod_app: Flask) -> None:
     _code(browser.authorize(portals["social"]))
     assert counter.record_updates() == 1, counter.statements
     assert len(counter.statements) == 3 and counter.commits == 1
-    assert counter.session_ops() == ["get", "replace"]
+    assert counter.session_ops() == ["get", "replace_and_put"] and len(counter.store) == 2
     record = _record(browser)
     assert record.clients == ["tax", "social"] and record.last_seen_at > before
     stored = prod_app.extensions["sso"].store.get(browser_session.KIND, handle)
@@ -181,11 +185,11 @@ def test_a_return_to_a_known_portal_syncs_a_stale_record_in_the_same_commit(hop:
     counter.reset()
     _code(browser.authorize(portals["tax"]))  # already in the session: nothing joins
     assert counter.record_updates() == 1 and len(counter.statements) == 3 and counter.commits == 1
-    assert counter.session_ops() == ["get", "replace"]
+    assert counter.session_ops() == ["get", "replace_and_put"] and len(counter.store) == 2
     counter.reset()
     _code(browser.authorize(portals["tax"]))  # now fresh: the expiry alone slides
     assert counter.record_updates() == 0 and len(counter.statements) == 2 and counter.commits == 1
-    assert counter.session_ops() == ["get", "touch"]
+    assert counter.session_ops() == ["get", "touch_and_put"] and len(counter.store) == 2
 
 
 @pytest.mark.postgres
@@ -231,6 +235,6 @@ def _sqlite_hop(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
         _code(browser.authorize(portals["social"]))
         assert len(counter.statements) == 5, counter.statements
         assert counter.commits == 1 and counter.record_updates() == 1
-        assert counter.session_ops() == ["get", "replace"]
+        assert counter.session_ops() == ["get", "replace_and_put"] and len(counter.store) == 2
     finally:
         counter.close()

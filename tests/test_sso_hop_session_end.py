@@ -9,8 +9,8 @@ Two ways a session stops being one while a browser still holds its cookie:
 * it ended (sso.logout.end_session, by another request or instance) between the hop's
   read of the session and its write-back: the write-back must not bring it back (record
   UPDATE only while not ended, store write only while the entry exists), the code
-  already made is withdrawn, nothing is audited as issued, and the request is answered
-  as one without a session.
+  already made is never stored (it goes with the session's write-back, atomically),
+  nothing is audited as issued, and the request is answered as one without a session.
 
 Both run on the embedded backends (SQLite + in-process store) and on PostgreSQL + Redis.
 """
@@ -217,7 +217,7 @@ def test_a_session_ended_during_the_hop_stays_ended_and_gets_no_code(
 
         def then_logout(*args: Any, **kwargs: Any) -> Any:
             response = original(*args, **kwargs)
-            made.append(query_of(response.location)["code"])  # saved in the store already
+            made.append(query_of(response.location)["code"])  # stored only with the session's write-back
             _end_from_another_instance(gateway, sid)
             return response
 

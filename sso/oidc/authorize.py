@@ -12,7 +12,6 @@ import logging
 import re
 import time
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
@@ -26,7 +25,6 @@ from ..crypto import new_token
 from ..db import db
 from ..errors import error_page, printable
 from ..models import Client
-from .grants import CODE_KIND
 from .requests import GatewayRequest
 from .tokens import Authorization
 
@@ -259,24 +257,26 @@ def _authorize(
         return _interaction_needed(oauth_request, prompt, interaction, interaction_id, client, redirect_uri, state)
 
     assert session is not None and end_user is not None
+    # The code is stored with the session's write-back below (save_authorization_code
+    # leaves it in oauth_request.code_entry): one round trip for both.
+    oauth_request.defer_code_write = True
     response = server.create_authorization_response(oauth_request, grant_user=end_user, grant=grant)
-    code = parse_qs(urlsplit(response.location or "").query).get("code") if response.status_code == 302 else None
-    issued = bool(code)
+    code_entry = getattr(oauth_request, "code_entry", None) if response.status_code == 302 else None
+    issued = code_entry is not None
     if response.status_code == 302:
         # The session record's row first, the audit chain's head after (the chain's lock
         # order), and one commit for both when a code was issued.  One store write for
-        # the session either way (with the new portal, or the sliding expiry alone).
+        # the session either way (with the new portal, or the sliding expiry alone), and
+        # the code with it, atomically: stored only if the session still is.
         if client.client_id not in session.clients:
             session.clients.append(client.client_id)
-            alive = browser_session.save(session, commit=not issued)
+            alive = browser_session.save(session, commit=not issued, with_entry=code_entry)
         else:
-            alive = browser_session.settle(session, commit=not issued)
+            alive = browser_session.settle(session, commit=not issued, with_entry=code_entry)
         if not alive:
             # The session ended (a logout here or elsewhere) after it was read: nothing
-            # was written back for it, the code it got is withdrawn and nothing is
+            # was written back for it, the code it got was never stored and nothing is
             # recorded; the request is answered as one without a session.
-            if code:
-                _gateway().store.delete(CODE_KIND, code[0])
             db.session.rollback()
             browser_session.forget()
             log.info("authorize client=%s: the session ended during the request", client.client_id)

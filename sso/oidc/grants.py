@@ -98,8 +98,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             "acting": user.acting,
             "claims": data.get("claims"),
         }
-        ttl = _gateway().settings.authorization_code_ttl
-        _gateway().store.put(CODE_KIND, code, payload, ttl)
+        entry = (CODE_KIND, code, payload, _gateway().settings.authorization_code_ttl)
+        if getattr(request, "defer_code_write", False):
+            # The authorization endpoint stores it with the session's write-back: one
+            # round trip, and never for a session that ended meanwhile (sso.oidc.authorize).
+            request.code_entry = entry
+            return
+        _gateway().store.put(*entry)
 
     def generate_authorization_code(self) -> str:
         return new_token(32)

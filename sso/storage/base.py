@@ -38,6 +38,18 @@ class ShortLivedStore(Protocol):
         ended by a logout between its read and its write).
         """
 
+    def replace_and_put(
+        self, kind: str, key: str, value: dict[str, Any], ttl: int, put: tuple[str, str, dict[str, Any], int]
+    ) -> bool:
+        """:meth:`replace`, and only if that stored, :meth:`put` of ``put`` (kind, key, value, ttl).
+
+        Atomic, one round trip: the session's write-back with the code it was issued, so
+        a code is never stored for a session that ended in between. False: nothing stored.
+        """
+
+    def touch_and_put(self, kind: str, key: str, ttl: int, put: tuple[str, str, dict[str, Any], int]) -> bool:
+        """:meth:`touch`, and only if the entry exists, :meth:`put` of ``put``; atomic (as above)."""
+
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         """The value, or None when absent or expired."""
 

@@ -98,6 +98,35 @@ class MemoryStore:
             self._store(skey, payload, ttl, now)
             return True
 
+    def replace_and_put(
+        self, kind: str, key: str, value: dict[str, Any], ttl: int, put: tuple[str, str, dict[str, Any], int]
+    ) -> bool:
+        return self._if_present_put(kind, key, json.dumps(value), ttl, put)
+
+    def touch_and_put(self, kind: str, key: str, ttl: int, put: tuple[str, str, dict[str, Any], int]) -> bool:
+        return self._if_present_put(kind, key, None, ttl, put)
+
+    def _if_present_put(
+        self, kind: str, key: str, payload: str | None, ttl: int, put: tuple[str, str, dict[str, Any], int]
+    ) -> bool:
+        """The entry's new value (None: only its TTL) and the other entry, both or neither."""
+        put_kind, put_key, put_value, put_ttl = put
+        _check_ttl(ttl)
+        _check_ttl(put_ttl)
+        put_payload = json.dumps(put_value)
+        skey, put_skey = storage_key(kind, key), storage_key(put_kind, put_key)
+        with self._lock:
+            now = self._clock()
+            entry = self._live(skey, now)
+            if entry is None:
+                return False
+            if payload is None:
+                entry.expires_at = now + ttl
+            else:
+                self._store(skey, payload, ttl, now)
+            self._store(put_skey, put_payload, put_ttl, now)
+            return True
+
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         skey = storage_key(kind, key)
         with self._lock:

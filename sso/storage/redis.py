@@ -33,6 +33,24 @@ end
 return n
 """
 
+# The session's write-back and the code it was issued, both or neither, in one round
+# trip: SET ... XX (or EXPIRE) of KEYS[1], and only if that found the key, SET of
+# KEYS[2].  A logout's DEL lands before (nothing stored) or after (it finds the session).
+_REPLACE_AND_PUT_SCRIPT = """
+if redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'XX') then
+    redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+    return 1
+end
+return 0
+"""
+_TOUCH_AND_PUT_SCRIPT = """
+if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 1 then
+    redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+    return 1
+end
+return 0
+"""
+
 
 def _check_ttl(ttl: int) -> None:
     # Reject bad TTLs before Redis does, so a programming error is not
@@ -71,6 +89,8 @@ class RedisStore:
         # redis-py's Script re-sends the source on NOSCRIPT, so a restarted
         # (empty) Redis is handled without caching anything here.
         self._incr_script = self._client.register_script(_INCR_SCRIPT)
+        self._replace_and_put_script = self._client.register_script(_REPLACE_AND_PUT_SCRIPT)
+        self._touch_and_put_script = self._client.register_script(_TOUCH_AND_PUT_SCRIPT)
 
     def _key(self, kind: str, key: str) -> str:
         return self._prefix + storage_key(kind, key)
@@ -97,6 +117,24 @@ class RedisStore:
         # SET XX replies OK when it stored and nil when the key was absent: one command,
         # so a DEL in between cannot be undone.
         return bool(self._call(lambda r: r.set(skey, payload, ex=ttl, xx=True)))
+
+    def replace_and_put(
+        self, kind: str, key: str, value: dict[str, Any], ttl: int, put: tuple[str, str, dict[str, Any], int]
+    ) -> bool:
+        put_kind, put_key, put_value, put_ttl = put
+        _check_ttl(ttl)
+        _check_ttl(put_ttl)
+        keys = [self._key(kind, key), self._key(put_kind, put_key)]
+        args = [json.dumps(value), ttl, json.dumps(put_value), put_ttl]
+        return bool(self._call(lambda r: self._replace_and_put_script(keys=keys, args=args, client=r)))
+
+    def touch_and_put(self, kind: str, key: str, ttl: int, put: tuple[str, str, dict[str, Any], int]) -> bool:
+        put_kind, put_key, put_value, put_ttl = put
+        _check_ttl(ttl)
+        _check_ttl(put_ttl)
+        keys = [self._key(kind, key), self._key(put_kind, put_key)]
+        args = [ttl, json.dumps(put_value), put_ttl]
+        return bool(self._call(lambda r: self._touch_and_put_script(keys=keys, args=args, client=r)))
 
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         skey = self._key(kind, key)

@@ -264,3 +264,43 @@ def test_replace_only_when_present_even_against_a_concurrent_delete(store: Short
             ),
         )
         assert store.get("session", f"r{round_}") is None, results
+
+
+@pytest.mark.parametrize("op", ["replace_and_put", "touch_and_put"])
+def test_the_session_write_back_with_its_code_stores_both_or_neither(store: ShortLivedStore, op: str) -> None:
+    # The SSO hop stores the code it issued with the session's write-back: a session a
+    # logout deleted meanwhile is not brought back, and its code is never stored.
+    def write(key: str, code: str, ttl: int = 60) -> bool:
+        entry = ("code", code, {"c": code}, 30)
+        if op == "replace_and_put":
+            return store.replace_and_put("session", key, {"v": code}, ttl, entry)
+        return store.touch_and_put("session", key, ttl, entry)
+
+    assert write("absent", "c0") is False
+    assert store.get("session", "absent") is None and store.get("code", "c0") is None
+    store.put("session", "s", {"v": "before"}, ttl=1)
+    advance(store, 0.6)
+    assert write("s", "c1", ttl=3) is True
+    advance(store, 0.6)  # past the original 1 s expiry: the TTL was reset
+    assert store.get("session", "s") == ({"v": "c1"} if op == "replace_and_put" else {"v": "before"})
+    assert store.consume("code", "c1") == {"c": "c1"}
+    store.put("session", "e", {"v": 1}, ttl=1)
+    advance(store, 1.2)
+    assert write("e", "c2") is False  # expired counts as absent
+    assert store.get("session", "e") is None and store.get("code", "c2") is None
+    with pytest.raises(ValueError):
+        write("s", "c3", ttl=0)
+    with pytest.raises(ValueError):
+        store.touch_and_put("session", "s", 60, ("code", "c4", {}, 0))
+    assert store.get("code", "c3") is None and store.get("code", "c4") is None
+    # Racing a delete: whatever the order, the session never outlives the delete, and a
+    # code exists only if its write-back found the session.
+    for round_ in range(20):
+        store.put("session", f"r{round_}", {"v": 0}, ttl=60)
+        results = concurrently(
+            9,
+            lambda i, r=round_: store.delete("session", f"r{r}") if i == 0 else write(f"r{r}", f"r{r}-{i}"),
+        )
+        assert store.get("session", f"r{round_}") is None, results
+        for i in range(1, 9):
+            assert (store.get("code", f"r{round_}-{i}") is not None) is results[i], (i, results)

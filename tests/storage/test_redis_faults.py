@@ -129,6 +129,8 @@ def every_operation(store: RedisStore) -> dict[str, Callable[[], Any]]:
         "add": lambda: store.add("jti", "k", {"v": 1}, ttl=60),
         "touch": lambda: store.touch("code", "k", ttl=60),
         "replace": lambda: store.replace("session", "k", {"v": 1}, ttl=60),
+        "replace_and_put": lambda: store.replace_and_put("session", "k", {"v": 1}, 60, ("code", "c", {"v": 2}, 60)),
+        "touch_and_put": lambda: store.touch_and_put("session", "k", 60, ("code", "c", {"v": 2}, 60)),
         "incr": lambda: store.incr("rate", "k", ttl=60),
         "set_add": lambda: store.set_add("sids", "k", "m", ttl=60),
         "set_members": lambda: store.set_members("sids", "k"),
@@ -151,8 +153,12 @@ def assert_works(store: RedisStore) -> None:
     assert store.get("code", "k") == {"v": "恢复"}
     assert store.consume("code", "k") == {"v": "恢复"}
     assert store.add("jti", "k", {"v": 1}, ttl=60) is True
-    # The INCR script must be re-sent to a restarted (empty) server.
+    # The scripts must be re-sent to a restarted (empty) server.
     assert store.incr("rate", "k", ttl=60) == 1
+    store.put("session", "s", {"v": 1}, ttl=60)
+    assert store.replace_and_put("session", "s", {"v": 2}, 60, ("code", "c1", {"v": 3}, 60)) is True
+    assert store.touch_and_put("session", "s", 60, ("code", "c2", {"v": 4}, 60)) is True
+    assert store.consume("code", "c1") == {"v": 3} and store.consume("code", "c2") == {"v": 4}
     store.set_add("sids", "k", "m", ttl=60)
     assert store.set_members("sids", "k") == {"m"}
     store.ping()
