@@ -108,11 +108,24 @@ def _store_down(exc: StoreUnavailable) -> tuple[int, str, str]:
     return 503, "temporarily_unavailable", "The service is temporarily unavailable."
 
 
-def _db_down(exc: Exception) -> tuple[int, str, str]:
-    log.error("database error: %s", exc.__class__.__name__)
+def _rollback_quietly() -> None:
+    """Roll the request's session back; on a connection that died, that fails too: logged.
+
+    SQLAlchemy has invalidated such a connection already, and the app context's
+    teardown drops the session (sso.db.close_sessions_quietly).  The client gets the
+    answer for the first error, not a 500 for the second.
+    """
     from .db import db
 
-    db.session.rollback()
+    try:
+        db.session.rollback()
+    except Exception as error:  # noqa: BLE001 - the first error is the one to answer
+        log.warning("rolling back after a database error failed too: %s", error.__class__.__name__)
+
+
+def _db_down(exc: Exception) -> tuple[int, str, str]:
+    log.error("database error: %s", exc.__class__.__name__)
+    _rollback_quietly()
     return 503, "temporarily_unavailable", "The service is temporarily unavailable."
 
 
@@ -120,9 +133,7 @@ def _bad_value(exc: DataError) -> tuple[int, str, str]:
     # The database refused a value the client sent (PostgreSQL: a NUL byte, a string
     # longer than its column): the request is bad, the database is up. Not a 503.
     log.warning("database refused a value: %s", exc.orig.__class__.__name__)
-    from .db import db
-
-    db.session.rollback()
+    _rollback_quietly()
     return 400, "invalid_request", "The request contains a value that cannot be stored."
 
 

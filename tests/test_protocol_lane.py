@@ -236,3 +236,23 @@ def test_the_lane_sees_the_address_behind_a_trusted_proxy(tmp_path: Any, monkeyp
     assert response.status_code == 401
     assert seen == ["203.0.113.9"]
     assert logs.client_address() is None  # nothing left behind after the call
+
+
+def test_a_database_that_dies_during_the_rollback_is_still_a_503(
+    app: Flask, client: Any, tokens: dict[str, Any], monkeypatch: Any, hits: list[str]
+) -> None:
+    """The error handler's rollback fails too on a dead connection: the client gets the 503, not a 500."""
+    from sqlalchemy.exc import OperationalError
+
+    from sso.db import db
+
+    def cut(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("SELECT 1", {}, ConnectionError("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr("sso.oidc.views.check_access_token", cut)
+    monkeypatch.setattr(type(db.session()), "rollback", cut)
+    bearer = {"Authorization": "Bearer " + tokens["access_token"]}
+    for answer in (client.get("/userinfo", headers=bearer), _through_flask(app).get("/userinfo", headers=bearer)):
+        assert answer.status_code == 503, answer.data
+        assert answer.get_json()["error"] == "temporarily_unavailable"
+    assert hits == ["/userinfo"]  # the first call was the lane's, the second Flask's
