@@ -191,3 +191,21 @@ def test_login_pages_render_the_template_once_per_language(app: Flask, client):
     app.jinja_env.cache.clear()  # what a reloaded template is: another Template object
     assert client.get("/login").status_code == 200
     assert rendered == ["login.html"] * 4
+
+
+def test_the_page_language_is_parsed_once_per_process(client, monkeypatch):
+    from babel import Locale
+
+    real = Locale.parse.__func__  # type: ignore[attr-defined]
+    parsed: list[str] = []
+
+    def counted(cls: Any, identifier: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(identifier, str):
+            parsed.append(identifier)
+        return real(cls, identifier, *args, **kwargs)
+
+    assert client.get("/login").status_code == 200 and client.get("/login?lang=en").status_code == 200
+    monkeypatch.setattr(Locale, "parse", classmethod(counted))
+    chinese, english = client.get("/login"), client.get("/login?lang=en")
+    assert 'lang="zh-CN"' in chinese.text and 'lang="en"' in english.text
+    assert parsed == []

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from babel import Locale
 from flask import Flask, Response, g, request
 from flask_babel import Babel, get_locale, get_translations
 from flask_wtf.csrf import CSRFProtect
@@ -58,6 +59,22 @@ def select_locale() -> str:
         if tag.lower().startswith("zh"):
             return "zh_CN"
     return "zh_CN"
+
+
+_PARSED_LOCALES: dict[str, Locale] = {}
+
+
+def _selected_locale() -> Locale:
+    """:func:`select_locale` as the ``Locale`` Flask-Babel would parse it into, parsed once per process.
+
+    Flask-Babel parses the selector's answer on every request (likely subtags, the
+    locale data lookup); there are two answers.  It takes a ``Locale`` as it is.
+    """
+    tag = select_locale()
+    locale = _PARSED_LOCALES.get(tag)
+    if locale is None:
+        locale = _PARSED_LOCALES[tag] = Locale.parse(tag)
+    return locale
 
 
 def _translations() -> Any:
@@ -125,7 +142,7 @@ _KEPT_STRINGS = 2000
 
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(Path(__file__).parent / "translations"))
-    Babel(app, locale_selector=select_locale, default_locale="zh_CN")
+    Babel(app, locale_selector=_selected_locale, default_locale="zh_CN")
     # The same callables Flask-Babel installs, over _translations().
     app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]
         gettext=lambda s: _translations().ugettext(s),
