@@ -312,15 +312,24 @@ _GRANTS = Grant.__table__
 _ACCOUNTS = Account.__table__
 # The grant, inserted only if its account still exists and is active and the code's
 # session has not ended: INSERT ... SELECT ... FROM accounts WHERE id = :account_id AND
-# status = 'active' AND NOT EXISTS (its session record, ended) (no row: the account is
+# status = 'active' AND (its session record's ended_at) IS NULL (no row: the account is
 # gone or disabled, or a logout came between the code and its exchange, whose grants
-# it could not revoke; one statement, not a SELECT then an INSERT).
+# it could not revoke; one statement, not a SELECT then an INSERT).  No session record
+# (a code without one) reads as NULL too.
+#
+# On PostgreSQL the session record is read FOR SHARE, so an exchange and a logout of
+# the same session are ordered: a logout's UPDATE of the record (its first statement,
+# sso.logout.end_session) makes the exchange wait for the logout's commit and then read
+# the ended session (no grant); an exchange that locked first makes the logout's UPDATE
+# wait for the exchange's commit, and the logout's next statement, which revokes the
+# session's grants, sees the new grant.  Without the lock, an exchange reading the
+# record between those two statements of a logout made a grant the logout missed.
 _SESSION_RECORDS = SessionRecord.__table__
-_SESSION_ENDED = (
-    db.select(_SESSION_RECORDS.c.sid)
+_SESSION_ENDED_AT = (
+    db.select(_SESSION_RECORDS.c.ended_at)
     .where(_SESSION_RECORDS.c.sid == db.bindparam("g_sid", type_=db.String))
-    .where(_SESSION_RECORDS.c.ended_at.is_not(None))
-    .exists()
+    .with_for_update(read=True)  # FOR SHARE on PostgreSQL; SQLite's one writer orders them anyway
+    .scalar_subquery()
 )
 _OPEN_GRANT_SELECT = db.select(
     db.bindparam("g_id", type_=db.String),
@@ -335,7 +344,7 @@ _OPEN_GRANT_SELECT = db.select(
     db.bindparam("g_acting", type_=_GRANTS.c.acting.type),
     db.bindparam("g_created_at", type_=db.DateTime),
     db.bindparam("g_expires_at", type_=db.DateTime),
-).where(_ACCOUNTS.c.id == db.bindparam("g_account_id"), _ACCOUNTS.c.status == "active", ~_SESSION_ENDED)
+).where(_ACCOUNTS.c.id == db.bindparam("g_account_id"), _ACCOUNTS.c.status == "active", _SESSION_ENDED_AT.is_(None))
 _GRANT_COLUMNS = [
     "id", "client_id", "account_id", "scope", "code_hash", "sid", "auth_time", "acr", "amr", "acting",
     "created_at", "expires_at",
