@@ -15,9 +15,9 @@ import logging
 import re
 from typing import Any
 
-from flask import Flask, has_request_context, request
+from flask import Flask
 
-from . import audit_chain, metrics
+from . import audit_chain, logs, metrics
 from .db import db
 from .identifiers import (
     InvalidIdentifier,
@@ -97,7 +97,7 @@ def record(
     commit: bool = True,
     **detail: Any,
 ) -> None:
-    ip = request.remote_addr if has_request_context() else None
+    ip = logs.client_address()  # a page's, or a protocol call's served by sso.oidc.lane
     audit_chain.append(
         db.session,
         event=event,

@@ -230,7 +230,8 @@ def test_the_lane_sees_the_address_behind_a_trusted_proxy(tmp_path: Any, monkeyp
     monkeypatch.setattr("sso.oidc.views.check_access_token", recording)
     client = application.test_client()
     response = client.get(
-        "/userinfo", headers={"Authorization": "Bearer x", "X-Forwarded-For": "203.0.113.9"},
+        "/userinfo",
+        headers={"Authorization": "Bearer x", "X-Forwarded-For": "203.0.113.9"},
         environ_base={"REMOTE_ADDR": "10.0.0.2"},
     )
     assert response.status_code == 401
@@ -256,3 +257,42 @@ def test_a_database_that_dies_during_the_rollback_is_still_a_503(
         assert answer.status_code == 503, answer.data
         assert answer.get_json()["error"] == "temporarily_unavailable"
     assert hits == ["/userinfo"]  # the first call was the lane's, the second Flask's
+
+
+def test_audit_rows_of_lane_calls_name_the_client_address(tmp_path: Any) -> None:
+    """A revocation served by the lane is audited with the caller's address (behind a trusted proxy)."""
+    from sso import create_app
+    from sso.bootstrap import prepare
+    from sso.clients import create_client
+    from sso.db import db
+    from sso.models import AuditEvent
+
+    application = create_app(make_settings(tmp_path, trusted_proxies=1))
+    prepare(application)
+    with application.app_context():
+        reg = create_client(
+            name="Tax", client_id="tax", redirect_uris=["https://t.example/cb"], grant_types=["client_credentials"]
+        )
+        portal = Portal(reg.client.client_id, reg.client_secret)
+    client = application.test_client()
+    proxied = {"X-Forwarded-For": "203.0.113.7", **basic(portal)}
+    issued = client.post(
+        "/token", data={"grant_type": "client_credentials"}, headers=proxied, environ_base={"REMOTE_ADDR": "10.0.0.2"}
+    )
+    assert issued.status_code == 200
+    revoked = client.post(
+        "/revoke",
+        data={"token": issued.get_json()["access_token"]},
+        headers=proxied,
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )
+    assert revoked.status_code == 200
+    with application.app_context():
+        row = (
+            db.session.execute(
+                db.select(AuditEvent).where(AuditEvent.event == "token.revoked").order_by(AuditEvent.id.desc())
+            )
+            .scalars()
+            .first()
+        )
+    assert row is not None and row.ip == "203.0.113.7"
