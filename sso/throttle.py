@@ -227,6 +227,53 @@ def _redis_guard_reads(
     return ip_state, (int(reply[1]), (json.loads(reply[2]) if reply[2] is not None else None) or {})
 
 
+# What failure() writes for an attempt that did not reach the lock, in the order it
+# writes it, as one step: the account's new state (read first: a state that holds a
+# "locked" key, or is not an object, is left to failure()'s own path, which may keep
+# a running lock; nothing is written then), and the IP's failure count (INCR, its
+# TTL set as RedisStore.incr sets it).
+_FAILURE_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if current then
+    local ok, decoded = pcall(cjson.decode, current)
+    if not ok or string.sub(current, 1, 1) ~= '{' or type(decoded) ~= 'table' or decoded['locked'] ~= nil then
+        return {0}
+    end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if KEYS[2] == '' then
+    return {1}
+end
+local failures = redis.call('INCR', KEYS[2])
+if redis.call('TTL', KEYS[2]) == -1 then
+    redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+return {1, failures}
+"""
+_failure_scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # per RedisStore
+
+
+def _redis_failure(
+    store: Any, akey: str, n: int, until: float, ikey: str | None, policy: Policy, t: float
+) -> int | None:
+    """failure()'s writes on a RedisStore in one script call: the IP's new failure count (0 without an IP).
+
+    None when nothing was done (another store, a TTL the store would refuse, or an
+    account state that may hold a lock): failure() then goes store by store.
+    """
+    if not isinstance(store, RedisStore) or policy.window < 1:
+        return None
+    script = _failure_scripts.get(store)
+    if script is None:
+        script = _failure_scripts[store] = store._client.register_script(_FAILURE_SCRIPT)
+    keys = [store._key(STATE, akey), store._key(IP_FAILURES, ikey) if ikey is not None else ""]
+    args = [json.dumps({"n": n, "until": until}), _state_ttl(policy, until, t), policy.window]
+    reply = store._call(lambda r: script(keys=keys, args=args, client=r))
+    if not reply or int(reply[0]) != 1:
+        return None
+    return int(reply[1]) if len(reply) > 1 else 0
+
+
 # ---- the API -------------------------------------------------------------------------
 
 
@@ -287,7 +334,13 @@ def failure(verdict: Verdict) -> None:
         if n >= policy.account_limit:
             _lock(store, verdict.scope, akey, n, policy, t)
         else:
-            _record(store, akey, n, t + policy.delay_after(n), policy, t)
+            until = t + policy.delay_after(n)
+            done = _redis_failure(store, akey, n, until, verdict.ip, policy, t)
+            if done is not None:  # the record and the IP's count, in one round trip
+                if verdict.ip is not None:
+                    _ip_failed(store, verdict.scope, verdict.ip, policy, t, done)
+                return
+            _record(store, akey, n, until, policy, t)
     if verdict.ip is not None:
         _ip_failure(store, verdict.scope, verdict.ip, policy, t)
 
@@ -330,7 +383,11 @@ def _lock(store: Any, scope: str, akey: str, n: int, policy: Policy, t: float) -
 
 
 def _ip_failure(store: Any, scope: str, ikey: str, policy: Policy, t: float) -> None:
-    failures = store.incr(IP_FAILURES, ikey, policy.window)
+    _ip_failed(store, scope, ikey, policy, t, store.incr(IP_FAILURES, ikey, policy.window))
+
+
+def _ip_failed(store: Any, scope: str, ikey: str, policy: Policy, t: float, failures: int) -> None:
+    """The IP's failure count is now ``failures``: lock it at the limit."""
     if failures >= policy.ip_limit:
         until = t + policy.lockout
         store.put(STATE, ikey, {"until": until, "locked": True}, _state_ttl(policy, until, t))

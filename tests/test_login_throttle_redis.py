@@ -2,7 +2,9 @@
 
 guard() reads the IP's state, counts the attempt and reads the account's state;
 on Redis these are one script call (the IP check first: a locked IP counts
-nothing), and success() clears both account keys with one DEL.  The answers
+nothing); failure() records the wait and counts the IP's failure in one more
+(a state that may hold a lock goes the store-by-store way), and success() clears
+both account keys with one DEL.  The answers
 must be exactly the ones the store-by-store path gives, which the memory store
 (tests/test_throttle.py) still takes: the same scenario runs on both here.
 """
@@ -59,6 +61,11 @@ def test_guard_and_success_are_one_round_trip_each(redis_app: Flask, monkeypatch
         commands.sent.clear()
         throttle.success(verdict)
         assert commands.sent == ["DEL"]
+        throttle.failure(throttle.guard("password", "warm-up"))  # loads the failure script
+        commands.sent.clear()
+        wrong = throttle.guard("password", "mallory")
+        throttle.failure(wrong)  # the wait recorded and the IP's failure counted: one script call
+        assert commands.sent == ["EVALSHA", "EVALSHA"]
         commands.sent.clear()
         assert throttle.guard("totp", None).allowed  # no account key: the IP's state alone
         assert commands.sent == ["EVALSHA"]
@@ -82,6 +89,7 @@ def _scenario(app: Flask, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     wall = {"t": 1_800_000_000.25}
     monkeypatch.setattr(throttle, "_clock", lambda: wall["t"])
     monkeypatch.setitem(throttle.POLICIES, "scenario-ip", throttle.Policy(ip_limit=3))
+    monkeypatch.setitem(throttle.POLICIES, "scenario-lock", throttle.Policy(free_failures=1, account_limit=4))
     store = app.extensions["sso"].store
     seen: list[Any] = []
 
@@ -107,6 +115,16 @@ def _scenario(app: Flask, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         throttle.success(first)
         seen.append(note(throttle.guard("password", "dave")).account is None)
         seen.append(second.allowed)
+        # A failure that finishes while a lock runs keeps the lock (failure()'s own path).
+        slow = note(throttle.guard("scenario-lock", "ivan"))  # attempt 1, checked slowly, while
+        for _ in range(3):  # 2, 3 and 4 are refused (attempt 1 has not finished) ...
+            note(throttle.guard("scenario-lock", "ivan"))
+        wall["t"] += 1
+        note(throttle.guard("scenario-lock", "ivan"))  # ... and 5, past the limit, locks the key
+        throttle.failure(slow)
+        ivan = throttle._key("scenario-lock", "account", throttle.login_key("ivan"))
+        seen.append(store.get(throttle.STATE, ivan))
+        seen.append(note(throttle.guard("scenario-lock", "ivan")).locked)
         # An IP lock refuses before the account is counted.
         for name in ("erin", "frank", "grace"):
             throttle.failure(note(throttle.guard("scenario-ip", name)))
