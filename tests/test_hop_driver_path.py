@@ -160,3 +160,37 @@ def test_a_driver_statement_never_writes_what_revocation_tracking_watches(sql: s
 def test_driver_statements_may_read_those_tables() -> None:
     sql = "SELECT status FROM accounts WHERE id = %(id)s"
     assert DriverSQL(f"\n {sql} \n") == sql
+
+
+@pytest.mark.postgres
+def test_the_hops_statements_take_the_driver_path_and_authlib_validates_once(
+    gateway: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from authlib.oauth2.rfc6749.grants import authorization_code
+
+    browser, _, social = _signed_in(gateway)
+    # The portal into the per-process cache, as in steady state (no lookup in the hop).
+    assert browser.authorize(Portal("social", None, "https://elsewhere.example/cb")).status_code == 400
+    contexts: list[Any] = []
+    validations: list[str] = []
+    original = authorization_code.validate_code_authorization_request
+
+    def counted(grant: Any) -> Any:
+        validations.append(grant.request.payload.client_id)
+        return original(grant)
+
+    def before(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        contexts.append(context)
+
+    monkeypatch.setattr(authorization_code, "validate_code_authorization_request", counted)
+    event.listen(db.engine, "before_cursor_execute", before)
+    try:
+        response = browser.authorize(social)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", before)
+    assert response.status_code == 302 and "code" in query_of(response.headers["Location"])
+    # The account + consent SELECT, the record's UPDATE, the audit append: none through
+    # SQLAlchemy's execution (no execution context).
+    assert contexts == [None, None, None]
+    # get_consent_grant validated the request; create_authorization_response asked again.
+    assert validations == ["social"]

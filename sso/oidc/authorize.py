@@ -143,14 +143,14 @@ def _interaction_needed(
     return redirect(url_for(consent.PROMPT_PAGES[prompt.kind], interaction=uid))
 
 
-def _check_client_and_redirect_uri(oauth_request: GatewayRequest) -> Response | str:
+def _check_client_and_redirect_uri(oauth_request: GatewayRequest, datalist: dict[str, list[str]]) -> Response | str:
     """The checks whose failure must never redirect (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6).
 
     Done here, before Authlib, so that no value the client sent ends up in an
     Authlib error text (which refuses non-ASCII with a ValueError).  Returns the
-    validated redirect URI, or the error page.
+    validated redirect URI, or the error page.  ``datalist``: the request's
+    parameters, each with all its values.
     """
-    datalist = oauth_request.payload.datalist
     # A repeated 'state' cannot be echoed "exactly as received" (RFC 6749 §4.1.2.1).
     for key in ("client_id", "redirect_uri", "state"):
         if len(datalist.get(key, [])) > 1:
@@ -169,10 +169,10 @@ def _check_client_and_redirect_uri(oauth_request: GatewayRequest) -> Response | 
     return redirect_uri  # type: ignore[no-any-return]
 
 
-def _check_parameters(oauth_request: GatewayRequest, redirect_uri: str) -> None:
+def _check_parameters(oauth_request: GatewayRequest, redirect_uri: str, datalist: dict[str, list[str]]) -> None:
     """What Authlib leaves to us, checked once the redirect URI is known to be safe."""
     data = oauth_request.payload.data
-    for key, values in oauth_request.payload.datalist.items():
+    for key, values in datalist.items():
         if len(values) > 1:
             # RFC 6749 §3.1: parameters MUST NOT be included more than once.
             raise InvalidRequestError(f"The '{printable(key, 64)}' parameter is repeated.", redirect_uri=redirect_uri)
@@ -231,11 +231,12 @@ def _authorize(
         # (its idle expiry does not slide).
         browser_session.forget()
         session = None
-    checked = _check_client_and_redirect_uri(oauth_request)
+    datalist = oauth_request.payload.datalist  # built on each use: once here for both checks
+    checked = _check_client_and_redirect_uri(oauth_request, datalist)
     if isinstance(checked, Response):
         return checked
     try:
-        _check_parameters(oauth_request, checked)
+        _check_parameters(oauth_request, checked, datalist)
         grant = server.get_consent_grant(oauth_request, end_user=end_user)
         redirect_uri = grant.redirect_uri
     except OAuth2Error as error:

@@ -80,6 +80,20 @@ class S256CodeChallenge(CodeChallenge):
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
 
+    _validated_redirect_uri: str | None = None
+
+    def validate_authorization_request(self) -> str:
+        """Authlib's validation, once per request.
+
+        The authorization endpoint asks twice of the same grant (get_consent_grant,
+        then create_authorization_response): the request, client and user are the
+        same both times, so is the answer.  A failed validation raises (and the grant
+        is not used again).
+        """
+        if self._validated_redirect_uri is None:
+            self._validated_redirect_uri = super().validate_authorization_request()
+        return self._validated_redirect_uri
+
     def save_authorization_code(self, code: str, request: Any) -> None:
         user: Authorization = request.user
         data = request.payload.data
