@@ -17,7 +17,7 @@ from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedResponseTypeError
 from authlib.oidc.core.errors import ConsentRequiredError, InteractionRequiredError, LoginRequiredError
-from flask import Response, current_app, redirect, url_for
+from flask import Response, current_app, g, has_request_context, redirect, url_for
 
 from .. import audit, claims_request, consent
 from .. import session as browser_session
@@ -58,10 +58,33 @@ def save_interaction(oauth_request: GatewayRequest, prompt: consent.Prompt) -> s
     return uid
 
 
+# g attribute: the interactions this request read, by id (a resume reads its own twice:
+# the view, then the endpoint), kept up to date by this module's writes.
+_LOADED = "sso_loaded_interactions"
+
+
+def _loaded() -> dict[str, dict[str, Any] | None] | None:
+    return g.setdefault(_LOADED, {}) if has_request_context() else None  # type: ignore[no-any-return]
+
+
 def load_interaction(uid: str | None) -> dict[str, Any] | None:
+    """The stored authorization request ``uid``: read from the store once per request."""
     if not uid or len(uid) > 64:
         return None
-    return _gateway().store.get(INTERACTION, uid)  # type: ignore[no-any-return]
+    loaded = _loaded()
+    if loaded is not None and uid in loaded:
+        return loaded[uid]
+    interaction: dict[str, Any] | None = _gateway().store.get(INTERACTION, uid)
+    if loaded is not None:
+        loaded[uid] = interaction
+    return interaction
+
+
+def _drop_interaction(uid: str) -> None:
+    _gateway().store.delete(INTERACTION, uid)
+    loaded = _loaded()
+    if loaded is not None:
+        loaded[uid] = None
 
 
 def interaction_client(interaction: dict[str, Any] | None) -> Client | None:
@@ -74,6 +97,9 @@ def interaction_client(interaction: dict[str, Any] | None) -> Client | None:
 
 def update_interaction(uid: str, data: dict[str, Any]) -> None:
     _gateway().store.put(INTERACTION, uid, data, INTERACTION_TTL)
+    loaded = _loaded()
+    if loaded is not None:
+        loaded[uid] = data
 
 
 # ---- errors -------------------------------------------------------------------------
@@ -294,7 +320,7 @@ def _authorize(
             sid=session.sid,
         )
     if interaction_id:
-        _gateway().store.delete(INTERACTION, interaction_id)
+        _drop_interaction(interaction_id)
     return response  # type: ignore[no-any-return]
 
 
@@ -304,7 +330,7 @@ def deny(interaction_id: str) -> Response:
     if interaction is None:
         return error_page(400, "invalid_request", "This sign-in request has expired.")
     oauth_request = GatewayRequest.from_stored(interaction["args"])
-    _gateway().store.delete(INTERACTION, interaction_id)
+    _drop_interaction(interaction_id)
     try:
         grant = _gateway().server.get_consent_grant(oauth_request, end_user=None)
         redirect_uri = grant.redirect_uri
