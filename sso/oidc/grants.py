@@ -8,6 +8,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
 from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7636.challenge import CODE_CHALLENGE_PATTERN
 from authlib.oidc.core import OpenIDCode
 from flask import current_app
 
@@ -66,21 +67,43 @@ class S256CodeChallenge(CodeChallenge):
     CODE_CHALLENGE_METHODS = {"S256": CodeChallenge.CODE_CHALLENGE_METHODS["S256"]}
 
     def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
-        payload = grant.request.payload
-        challenge = payload.data.get("code_challenge")
-        method = payload.data.get("code_challenge_method")
+        data = grant.request.payload.data
+        challenge = data.get("code_challenge")
+        method = data.get("code_challenge_method")
         client: Client = grant.request.client
         if client.is_public and not challenge:
             raise InvalidRequestError("PKCE is required: send 'code_challenge' with method S256.")
         if challenge and method != "S256":
             raise InvalidRequestError("'code_challenge_method' must be S256.")
-        super().validate_code_challenge(grant, redirect_uri)
+        # Then CodeChallenge.validate_code_challenge's checks, in its order and words, with
+        # each parameter's values read alone (getlist) rather than through payload.datalist,
+        # which builds every parameter's list on each use (twice per request there).
+        if not challenge and not method:
+            return
+        if not challenge:
+            raise InvalidRequestError("Missing 'code_challenge'")
+        if len(data.getlist("code_challenge")) > 1:
+            raise InvalidRequestError("Multiple 'code_challenge' in request.")
+        if not CODE_CHALLENGE_PATTERN.match(challenge):
+            raise InvalidRequestError("Invalid 'code_challenge'")
+        if method and method not in self.SUPPORTED_CODE_CHALLENGE_METHOD:
+            raise InvalidRequestError("Unsupported 'code_challenge_method'")
+        if len(data.getlist("code_challenge_method")) > 1:
+            raise InvalidRequestError("Multiple 'code_challenge_method' in request.")
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
 
     _validated_redirect_uri: str | None = None
+
+    @staticmethod
+    def validate_no_multiple_request_parameter(request: Any) -> None:
+        """Authlib's check (RFC 6749 §3.1), each parameter's values read alone (as above)."""
+        data = request.payload.data
+        for param in ("response_type", "client_id", "redirect_uri", "scope", "state"):
+            if len(data.getlist(param)) > 1:
+                raise InvalidRequestError(f"Multiple '{param}' in request.", state=request.payload.state)
 
     def validate_authorization_request(self) -> str:
         """Authlib's validation, once per request.
