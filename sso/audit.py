@@ -77,9 +77,16 @@ def scrub(value: Any, dropped: list[str] | None = None) -> Any:
     return value
 
 
+# Values that come back from a JSON round trip as they went in.
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+
+
 def safe_detail(detail: dict[str, Any]) -> dict[str, Any]:
     """What is stored for ``detail``: plain JSON (odd types as text), scrubbed."""
-    plain = json.loads(json.dumps(detail, default=str))
+    if all(type(key) is str and type(value) in _PLAIN_TYPES for key, value in detail.items()):
+        plain = detail  # already plain JSON (the usual detail): no round trip needed
+    else:
+        plain = json.loads(json.dumps(detail, default=str))
     dropped: list[str] = []
     clean: dict[str, Any] = scrub(plain, dropped)
     if dropped:

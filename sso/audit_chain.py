@@ -127,8 +127,9 @@ def _create_head(session: Session) -> None:
         session.execute(insert(AuditChainHead.__table__).values(**values))
 
 
-def _dump(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True), with the
+# encoder built once (json.dumps builds one per call when given options).
+_dump = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
 
 
 # The canonical form with its keys in sorted order (actor, at, client_id, detail,
