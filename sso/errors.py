@@ -137,8 +137,25 @@ def _bad_value(exc: DataError) -> tuple[int, str, str]:
     return 400, "invalid_request", "The request contains a value that cannot be stored."
 
 
+_HTTP_ERRORS = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _http_failure(exc: HTTPException) -> tuple[int, str, str]:
+    code = exc.code or 500
+    error = _HTTP_ERRORS.get(code, "invalid_request" if code < 500 else "server_error")
+    return code, error, exc.description or error
+
+
 # What each kind of failure tells the client (the most derived class wins, as in Flask).
+# HTTPException's handler is registered on its own below (a 405 adds its Allow header).
 _FAILURES: dict[type, Any] = {
+    HTTPException: _http_failure,
     OAuth2Error: _oauth_error,
     StoreUnavailable: _store_down,
     OperationalError: _db_down,
@@ -162,6 +179,8 @@ def api_error(exc: Exception, method: str, endpoint: str) -> Response:
 
 def register_error_handlers(app: Flask) -> None:
     for cls, classify in _FAILURES.items():
+        if cls is HTTPException:
+            continue
 
         def _handler(exc: Exception, classify: Any = classify) -> Response:
             return render(*classify(exc))
@@ -170,17 +189,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        code = exc.code or 500
-        names = {
-            400: "invalid_request",
-            404: "not_found",
-            405: "method_not_allowed",
-            413: "request_too_large",
-            415: "unsupported_media_type",
-        }
-        error = names.get(code, "invalid_request" if code < 500 else "server_error")
-        response = render(code, error, exc.description or error)
-        if code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
+        response = render(*_http_failure(exc))
+        if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 

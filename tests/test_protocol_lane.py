@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask, request_started
 from prometheus_client import REGISTRY
+from werkzeug.exceptions import BadRequestKeyError, NotFound
 from werkzeug.test import Client as WsgiClient
 
 from sso import logs
@@ -44,7 +46,9 @@ def hits(app: Flask) -> Iterator[list[str]]:
 
 
 def _lane(app: Flask) -> ProtocolLane:
-    lane = app.wsgi_app.wsgi_app  # type: ignore[attr-defined]  # StaticDocuments -> ProtocolLane
+    outer = app.wsgi_app
+    outer = getattr(outer, "app", outer)  # ProxyFix, with trusted_proxies
+    lane = outer.wsgi_app  # type: ignore[attr-defined]  # StaticDocuments -> ProtocolLane
     assert isinstance(lane, ProtocolLane)
     return lane
 
@@ -296,3 +300,109 @@ def test_audit_rows_of_lane_calls_name_the_client_address(tmp_path: Any) -> None
             .first()
         )
     assert row is not None and row.ip == "203.0.113.7"
+
+
+class _Trickle:
+    """A request body that arrives slowly, a few bytes per read (a socket's stream: read only)."""
+
+    def __init__(self, data: bytes, chunk: int, pause: float = 0.0) -> None:
+        self.data, self.chunk, self.pause = data, chunk, pause
+
+    def read(self, size: int | None = -1) -> bytes:
+        time.sleep(self.pause)
+        n = self.chunk if size is None or size < 0 else min(size, self.chunk)
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+
+def _raw(app: Any, portal: Portal, body: bytes, **environ: Any) -> tuple[int, dict[str, Any]]:
+    """One call through the whole WSGI stack with a hand-made environ."""
+    seen: list[int] = []
+    base = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/token",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "5000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_AUTHORIZATION": basic(portal)["Authorization"],
+    }
+    base.update(environ)
+    out = b"".join(app(base, lambda status, headers: seen.append(int(status.split()[0]))))
+    return seen[0], json.loads(out)
+
+
+def test_werkzeug_reads_the_headers_and_body_as_flask_does(app: Flask, portal: Portal, hits: list[str]) -> None:
+    body = b"grant_type=client_credentials"
+    # Content-Type: Werkzeug strips spaces and tabs only; other white space is another type.
+    for odd_type in (
+        "application/x-www-form-urlencoded\xa0",
+        "\x85application/x-www-form-urlencoded",
+        "application/x-www-form-urlencoded\x0b",
+    ):
+        status, answer = _raw(app, portal, body, CONTENT_TYPE=odd_type)
+        assert (status, answer["error"]) == (400, "invalid_request"), odd_type
+        assert hits == ["/token"]
+        hits.clear()
+    assert _raw(app, portal, body, CONTENT_TYPE="Application/X-WWW-Form-URLEncoded ; charset=UTF-8")[0] == 200
+    assert hits == []
+    # Content-Length: ASCII digits only ("²¹" is digits to str.isdigit, 0 to Werkzeug).
+    status, answer = _raw(app, portal, body, CONTENT_LENGTH="\u00b2\u00b9")
+    assert (status, answer["error"]) == (400, "invalid_request")
+    assert hits == ["/token"]
+    hits.clear()
+    # A body that arrives a few bytes per read is read whole, as Werkzeug reads it.
+    assert _raw(app, portal, body, **{"wsgi.input": _Trickle(body, 8)})[0] == 200
+    # A server that terminates the stream itself: the body is read to its end.
+    longer = body + b"&scope=openid"
+    status, answer = _raw(app, portal, longer, CONTENT_LENGTH=str(len(body)), **{"wsgi.input_terminated": True})
+    assert status == 200 and answer["scope"] == "openid"
+    assert hits == []
+
+
+def test_the_size_limit_is_read_per_call(app: Flask, portal: Portal, monkeypatch: Any) -> None:
+    monkeypatch.setitem(app.config, "MAX_CONTENT_LENGTH", 16)
+    status, answer = _raw(app, portal, b"grant_type=client_credentials")
+    assert (status, answer["error"]) == (413, "request_too_large")
+
+
+def test_the_access_line_times_the_body_read_too(app: Flask, portal: Portal, monkeypatch: Any) -> None:
+    timed: list[float] = []
+    real = logs.access
+
+    def recording(endpoint: str, method: str, status: int, rid: str, duration: float) -> None:
+        timed.append(duration)
+        real(endpoint, method, status, rid, duration)
+
+    monkeypatch.setattr(logs, "access", recording)
+    body = b"grant_type=client_credentials"
+    assert _raw(app, portal, body, **{"wsgi.input": _Trickle(body, 100, pause=0.2)})[0] == 200
+    assert len(timed) == 1 and timed[0] >= 0.2
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "error"), [(BadRequestKeyError("x"), 400, "invalid_request"), (NotFound(), 404, "not_found")]
+)
+def test_http_exceptions_inside_the_lane_are_the_flask_answers(
+    app: Flask,
+    client: Any,
+    tokens: dict[str, Any],
+    monkeypatch: Any,
+    hits: list[str],
+    failure: Exception,
+    status: int,
+    error: str,
+) -> None:
+    def broken(token: str) -> Any:
+        raise failure
+
+    monkeypatch.setattr("sso.oidc.views.check_access_token", broken)
+    bearer = {"Authorization": "Bearer " + tokens["access_token"]}
+    fast = client.get("/userinfo", headers=bearer)
+    slow = _through_flask(app).get("/userinfo", headers=bearer)
+    assert hits == ["/userinfo"]
+    assert _comparable(fast) == _comparable(slow)
+    assert fast.status_code == status and fast.get_json()["error"] == error

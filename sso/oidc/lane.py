@@ -34,7 +34,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from flask import Flask
-from werkzeug.datastructures import EnvironHeaders, MultiDict
+from werkzeug.datastructures import EnvironHeaders, ImmutableMultiDict
+from werkzeug.http import parse_options_header
+from werkzeug.wsgi import get_content_length, get_input_stream
 
 from .. import errors, logs, security
 from ..logs import REQUEST_ID_HEADER
@@ -47,22 +49,23 @@ _ENVIRON_REQUEST_ID = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
 _ENDPOINTS = {"/introspect": "introspection", "/revoke": "revocation"}
 # The Flask endpoint names, for metrics and the access line.
 _NAMES = {path: f"oidc.{path[1:]}" for path in ("/token", "/introspect", "/revoke", "/userinfo")}
-_NO_ARGS: MultiDict = MultiDict()  # type: ignore[type-arg]
+_NO_ARGS: ImmutableMultiDict = ImmutableMultiDict()  # type: ignore[type-arg]
 # More fields than any of these endpoints takes: Flask's parser decides.
 _MAX_FIELDS = 32
 
 
 def _form_type(content_type: str | None) -> bool:
-    return bool(content_type) and content_type.partition(";")[0].strip().lower() == FORM_TYPE  # type: ignore[union-attr]
+    # Flask's request.mimetype: Werkzeug's header parsing (it strips only spaces and tabs).
+    return bool(content_type) and parse_options_header(content_type)[0].lower() == FORM_TYPE
 
 
-def _parse_form(body: bytes) -> MultiDict | None:  # type: ignore[type-arg]
+def _parse_form(body: bytes) -> ImmutableMultiDict | None:  # type: ignore[type-arg]
     """The form as Werkzeug would parse it, or None when Flask should judge it."""
     try:
         pairs = parse_qsl(body.decode(), keep_blank_values=True, errors="strict", max_num_fields=_MAX_FIELDS)
     except ValueError:  # not UTF-8 (UnicodeDecodeError is a ValueError), or too many fields
         return None
-    form = MultiDict(pairs)
+    form = ImmutableMultiDict(pairs)
     if len(form) != len(pairs):
         return None  # a repeated parameter: the view's invalid_request
     return form
@@ -74,41 +77,47 @@ class ProtocolLane:
     def __init__(self, app: Flask, wsgi_app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
         self.wsgi_app = wsgi_app
-        self.limit: int | None = app.config.get("MAX_CONTENT_LENGTH")
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()  # as Flask's before_request: reading the body counts
         path = environ.get("PATH_INFO", "")
         name = _NAMES.get(path)
         if name is None or environ.get("QUERY_STRING") or "HTTP_TRANSFER_ENCODING" in environ:
             return self.wsgi_app(environ, start_response)
         method = environ.get("REQUEST_METHOD")
-        length = environ.get("CONTENT_LENGTH") or "0"
-        if method == "GET" and path == "/userinfo" and length == "0":
-            return self._serve(environ, start_response, name, method, None)
-        if method != "POST" or not _form_type(environ.get("CONTENT_TYPE")) or not length.isdigit():
-            return self.wsgi_app(environ, start_response)
-        size = int(length)
-        if size == 0 or (self.limit is not None and size > self.limit):
+        # Werkzeug's reading of the header: None when absent, ASCII digits only, else 0.
+        length = get_content_length(environ)
+        if method == "GET" and path == "/userinfo" and not length:
+            return self._serve(environ, start_response, started, name, method, None)
+        limit = self.app.config.get("MAX_CONTENT_LENGTH")  # per call, as Flask reads it
+        if (
+            method != "POST"
+            or not length
+            or (limit is not None and length > limit)
+            or not _form_type(environ.get("CONTENT_TYPE"))
+        ):
             return self.wsgi_app(environ, start_response)
         try:
-            body = environ["wsgi.input"].read(size)
-        except Exception:  # noqa: BLE001 - the client went away: Flask answers the short body
+            # The stream Werkzeug would read: Content-Length bytes (a short body raises),
+            # or up to the limit when the server terminates the stream itself.
+            body = get_input_stream(environ, max_content_length=limit).read()
+        except Exception:  # noqa: BLE001 - a client that went away, a body over the limit: Flask's 400
             body = b""
-        form = _parse_form(body) if len(body) == size else None
+        form = _parse_form(body) if body else None
         if form is None or (path == "/token" and not form.get("grant_type")):
             environ["wsgi.input"] = io.BytesIO(body)  # Flask reads it again and answers
             return self.wsgi_app(environ, start_response)
-        return self._serve(environ, start_response, name, method, form)
+        return self._serve(environ, start_response, started, name, method, form)
 
     def _serve(
         self,
         environ: dict[str, Any],
         start_response: StartResponse,
+        started: float,
         name: str,
         method: str,
-        form: MultiDict | None,  # type: ignore[type-arg]
+        form: ImmutableMultiDict | None,  # type: ignore[type-arg]
     ) -> Iterable[bytes]:
-        started = time.perf_counter()
         rid = logs.request_id_from(environ.get(_ENVIRON_REQUEST_ID))
         path = environ["PATH_INFO"]
         ticket = logs.LANE_REQUEST.set(
@@ -118,19 +127,22 @@ class ProtocolLane:
             with self.app.app_context():
                 try:
                     response = self._answer(environ, path, method, form)
+                    headers = response.headers.to_wsgi_list()
                 except Exception as exc:  # noqa: BLE001 - the error handlers' answers, never a trace
-                    response = errors.api_error(exc, method, name)
-                headers = response.headers.to_wsgi_list()
-                status, code, chunks = response.status, response.status_code, response.response
+                    response = errors.api_error(exc, method, path)
+                    headers = response.headers.to_wsgi_list()
+                # The body now, inside the app context (these are JSON documents, never streamed).
+                status, code, body = response.status, response.status_code, response.get_data()
+                response.close()
         finally:
             logs.LANE_REQUEST.reset(ticket)
         headers.extend(security.EVERY_RESPONSE)
         headers.append((REQUEST_ID_HEADER, rid))
         start_response(status, headers)
         logs.access(name, method, code, rid, time.perf_counter() - started)
-        return chunks  # type: ignore[no-any-return]
+        return [body]
 
-    def _answer(self, environ: dict[str, Any], path: str, method: str, form: MultiDict | None) -> Any:  # type: ignore[type-arg]
+    def _answer(self, environ: dict[str, Any], path: str, method: str, form: ImmutableMultiDict | None) -> Any:  # type: ignore[type-arg]
         headers = EnvironHeaders(environ)
         if path == "/userinfo":
             from .views import userinfo_response
