@@ -91,9 +91,13 @@ def check_idle_connections(engine: Engine) -> None:
 # only; elsewhere (SQLite) callers take their SQLAlchemy statements.
 
 # sso.revocations reads what writes to these tables revoke from SQLAlchemy's
-# execution context, which a driver statement has none of: none may write them.
-_REVOCATION_TRACKED = re.compile(r"\b(grants|revoked_access_tokens|accounts)\b", re.IGNORECASE)
-_WRITES = re.compile(r"\b(update|delete|insert|merge|truncate|copy)\b", re.IGNORECASE)
+# execution context, which a driver statement has none of: none may write them
+# (reading them is fine: the refresh claim joins grants and accounts).
+_WRITES_TRACKED = re.compile(
+    r"\b(?:update|insert\s+into|delete\s+from|merge\s+into|truncate(?:\s+table)?|copy)\s+(?:only\s+)?"
+    r"[\"\w.]*?\b(?:grants|revoked_access_tokens|accounts)\b",
+    re.IGNORECASE,
+)
 
 
 class DriverSQL(str):
@@ -102,7 +106,7 @@ class DriverSQL(str):
     __slots__ = ()
 
     def __new__(cls, sql: str) -> DriverSQL:
-        if _WRITES.search(sql) and _REVOCATION_TRACKED.search(sql):
+        if _WRITES_TRACKED.search(sql):
             raise ValueError("a driver statement must not write grants, accounts or revoked_access_tokens")
         return super().__new__(cls, sql.strip())
 

@@ -175,6 +175,36 @@ def test_a_failed_commit_leaves_the_old_token_usable(pg_app, setup):
     assert refresh(client, portal, first["refresh_token"]).get_json()["error"] == "invalid_grant"
 
 
+def test_the_claim_runs_on_its_own_connection_and_is_always_given_back(pg_app, setup, monkeypatch):
+    """The usual refresh claims on a Core connection of its own (not the request's ORM
+    session): committed with the answer, or rolled back and returned to the pool when
+    anything fails after the claim (here: the signature), leaving the token usable."""
+    from sso.oidc import tokens
+
+    client, portal, browser = setup
+    first = first_tokens(client, portal, browser)
+    db.session.rollback()  # the test's own session gives its connection back
+    pool = db.engine.pool
+    assert pool.checkedout() == 0
+    with recording(pg_app) as seen:
+        ok = refresh(client, portal, first["refresh_token"])
+    assert ok.status_code == 200 and seen.statements == ["UPDATE refresh_tokens + INSERT refresh_tokens"]
+    db.session.rollback()  # recording() re-read the keys in the test's own session
+    assert seen.commits == 1 and pool.checkedout() == 0
+    second = ok.get_json()["refresh_token"]
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("the signing key is unreadable")
+
+    monkeypatch.setattr(tokens, "issue_access_token", broken)
+    failed = refresh(client, portal, second)
+    assert failed.status_code == 500 and failed.get_json()["error"] == "server_error"
+    assert pool.checkedout() == 0  # given back, its transaction rolled back
+    monkeypatch.undo()
+    again = refresh(client, portal, second)  # neither claimed nor replaced
+    assert again.status_code == 200, again.text
+
+
 def test_code_exchange_stores_the_grant_and_nothing_for_a_deleted_account(pg_app, setup):
     from sso.models import Account
 

@@ -441,10 +441,12 @@ def test_the_statement_reader(app):
 
 def test_no_database_access_bypasses_sqlalchemy():
     """The hook sits on every SQLAlchemy engine: a write through a raw DB-API connection
-    would bypass it.  A new one in the gateway's code must come with its invalidation."""
+    would bypass it.  The one way to the driver is sso.db.driver_execute (its DriverSQL
+    refuses statements that write the tracked tables); a new one in the gateway's code
+    must come with its invalidation."""
     root = Path(__file__).resolve().parent.parent / "sso"
     raw = re.compile(
-        r"sqlite3\.connect|psycopg2?\.connect|\.raw_connection\(|\.dbapi_connection\b|\bdriver_connection\b"
+        r"sqlite3\.connect|psycopg2?\.connect|\.raw_connection\(|\.dbapi_connection\b|\.driver_connection\b"
     )
     found = {
         f"{path.relative_to(root.parent)}: {line.strip()}"
@@ -453,7 +455,35 @@ def test_no_database_access_bypasses_sqlalchemy():
         for line in path.read_text(encoding="utf-8").splitlines()
         if raw.search(line)
     }
-    assert found == set(), found
+    assert found == {"sso/db.py: cursor = connection.connection.driver_connection.cursor()"}, found
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE grants SET revoked_at = now()",
+        "update public.grants set revoked_at = now()",
+        'UPDATE "accounts" SET status = %(s)s',
+        "DELETE FROM only grants",
+        "TRUNCATE TABLE revoked_access_tokens",
+        "WITH c AS (UPDATE refresh_tokens SET used_at = now() RETURNING grant_id) UPDATE grants SET scope = ''",
+    ],
+)
+def test_driver_statements_cannot_write_tracked_tables(sql):
+    from sso.db import DriverSQL
+
+    with pytest.raises(ValueError):
+        DriverSQL(sql)
+
+
+def test_driver_statements_may_write_other_tables_while_reading_tracked_ones():
+    # The refresh claim: UPDATE refresh_tokens ... FROM grants, accounts (sso.oidc.grants).
+    from sso.db import DriverSQL
+    from sso.oidc.grants import _CLAIM_AT_ONCE_SQL
+
+    assert "FROM grants, accounts" in _CLAIM_AT_ONCE_SQL
+    DriverSQL("UPDATE refresh_tokens SET used_at = now() FROM grants WHERE grants.id = refresh_tokens.grant_id")
+    DriverSQL("UPDATE sessions SET grants_count = 1")
 
 
 # ---- the reader that read "active" just before a revocation committed --------------------------

@@ -108,6 +108,21 @@ class AuthorizationServer(FlaskAuthorizationServer):
         super().__init__(query_client=query_client, save_token=save_token)
         self.client_cache = ClientCache(client_cache_ttl)
 
+    def create_token_response(self, request: Any = None) -> Any:
+        request = self.create_oauth2_request(request)
+        try:
+            return super().create_token_response(request)
+        finally:
+            # A grant may claim on a connection of its own (RefreshTokenGrant._claim_at_once):
+            # closed here whatever happened, rolled back unless the grant committed it.
+            claimed = getattr(request, "claim_connection", None)
+            if claimed is not None:
+                request.claim_connection = None
+                try:
+                    claimed.close()
+                except Exception as error:  # noqa: BLE001 - the answer stands; the connection is gone
+                    log.warning("closing the claim's connection failed: %s", error.__class__.__name__)
+
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         # Our own request type: URLs come from the issuer, and a stored
         # authorization request (resumed after login) passes straight through.
