@@ -11,60 +11,31 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from flask import Flask
 
-from sso import create_app
-from sso.bootstrap import prepare
 from sso.db import db
 from sso.models import Grant
 from tests.backends import pg_url  # noqa: F401  (fixture)
-from tests.conftest import Browser, IsolatedClient, Portal, make_settings, redeem
+from tests.conftest import redeem
+from tests.test_refresh_postgres import pg_app, setup  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def pg_app(tmp_path: Any, pg_url: str) -> Iterator[Flask]:  # noqa: F811
-    app = create_app(make_settings(tmp_path, database_url=pg_url))
-    app.test_client_class = IsolatedClient
-    prepare(app)
-    with app.app_context():
-        yield app
-        db.session.remove()
-        db.engine.dispose()
-
-
-@pytest.fixture
-def setup(pg_app: Flask) -> tuple[Any, Portal, Browser]:
-    from sso.clients import create_client
-    from sso.connectors.local import create_account
-
-    create_account("alice", "correct horse battery staple", "Alice")
-    reg = create_client(
-        name="Tax",
-        client_id="tax-portal",
-        redirect_uris=["https://portal.example.gov.cn/callback"],
-        grant_types=["authorization_code", "refresh_token"],
-    )
-    client = pg_app.test_client()
-    return client, Portal(reg.client.client_id, reg.client_secret), Browser(client)
-
-
-def _driver_url(pg_app: Flask) -> str:
+def _driver_url(pg_app: Flask) -> str:  # noqa: F811
     return db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _session_of(pg_app: Flask) -> str:
+def _session_of(pg_app: Flask) -> str:  # noqa: F811
     with pg_app.app_context():
         return db.session.execute(db.text("SELECT sid FROM session_records")).scalar_one()  # type: ignore[no-any-return]
 
 
-def test_an_exchange_waits_for_a_logout_in_progress_and_gets_no_grant(pg_app: Flask, setup: Any) -> None:
+def test_an_exchange_waits_for_a_logout_in_progress_and_gets_no_grant(pg_app: Flask, setup: Any) -> None:  # noqa: F811
     client, portal, browser = setup
     code, verifier = browser.code_for(portal)
     sid = _session_of(pg_app)
