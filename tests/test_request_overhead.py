@@ -83,6 +83,21 @@ def test_gateway_request_sets_what_oauth2request_sets(app: Flask) -> None:
     assert made.payload.grant_type == "x"
 
 
+def test_gateway_request_builds_its_url_and_parameter_lists_once_and_only_when_asked(app: Flask) -> None:
+    from werkzeug.datastructures import MultiDict
+
+    from sso.oidc.requests import GatewayRequest
+
+    made = GatewayRequest(
+        "GET", "/authorize", MultiDict([("scope", "openid"), ("x", "1"), ("x", "2")]), MultiDict(), {}
+    )
+    assert "uri" not in vars(made)  # not built by the constructor
+    assert made.uri == app.extensions["sso"].settings.issuer + "/authorize?scope=openid&x=1&x=2"
+    lists = made.payload.datalist
+    assert lists == {"scope": ["openid"], "x": ["1", "2"]}
+    assert made.payload.datalist is lists  # the same lists on every use
+
+
 def test_insecure_issuer_is_still_refused(app: Flask, monkeypatch: Any) -> None:
     from authlib.oauth2.rfc6749.errors import InsecureTransportError
     from werkzeug.datastructures import MultiDict

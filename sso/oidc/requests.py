@@ -9,7 +9,7 @@ class rebuilds a stored authorization request when a login or consent resumes it
 from __future__ import annotations
 
 from collections import defaultdict
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from urllib.parse import urlencode
 
 from authlib.common.security import is_secure_transport
@@ -27,8 +27,10 @@ class GatewayPayload(OAuth2Payload):
     def data(self):  # type: ignore[no-untyped-def]
         return self._values
 
-    @property
+    @cached_property
     def datalist(self) -> defaultdict[str, list[str]]:
+        # Built once per request (Authlib and our checks ask for it several times); a
+        # request's parameters do not change.
         out: defaultdict[str, list[str]] = defaultdict(list)
         for key in self._values:
             out[key].extend(self._values.getlist(key))
@@ -50,13 +52,12 @@ class GatewayRequest(OAuth2Request):
         headers: dict[str, str] | object,
     ) -> None:
         issuer = current_app.extensions["sso"].settings.issuer
-        query = urlencode(list(args.items(multi=True))) if args else ""
         # OAuth2Request.__init__ parses the URI on every request to check its transport;
         # ours always starts with the issuer, so that answer is computed once per issuer.
         if not _secure_issuer(issuer):
             raise InsecureTransportError()
         self.method = method
-        self.uri = issuer + path + ("?" + query if query else "")
+        self._issuer, self._path = issuer, path
         # Not "headers or {}": the truth test of EnvironHeaders walks the whole environ.
         self.headers = headers if headers is not None else {}
         self._body = None
@@ -67,6 +68,12 @@ class GatewayRequest(OAuth2Request):
         self._args = args
         self._form = form
         self.payload = GatewayPayload(CombinedMultiDict([args, form]))
+
+    @cached_property
+    def uri(self) -> str:
+        """The request's URL under the issuer (built when asked: few requests ask)."""
+        query = urlencode(list(self._args.items(multi=True))) if self._args else ""
+        return self._issuer + self._path + ("?" + query if query else "")
 
     @property
     def args(self):  # type: ignore[no-untyped-def]
