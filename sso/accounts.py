@@ -8,16 +8,16 @@ number is stored sealed, looked up by keyed hash, and shown masked.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 
 from .connectors.base import PersonLookup, PersonRecord
 from .connectors.local import PASSWORDS
-from .db import db
+from .db import DriverSQL, db, driver_connection, driver_execute
 from .identifiers import InvalidIdentifier, mask_resident_id, validate_resident_id
 from .models import Account, utcnow
 
@@ -109,19 +109,109 @@ def find_by_id_number(id_number: str) -> Account | None:
 
 def find_by_login_name(login: str) -> Account | None:
     """An account by resident identity number, bound phone number or username."""
+    return _by_login_name(login, _find_orm)  # type: ignore[no-any-return]
+
+
+_ORM_BY = {"id_number_hmac": _BY_ID_NUMBER_HMAC, "phone": _BY_PHONE, "username": _BY_USERNAME}
+
+
+def _find_orm(column: str, value: str) -> Account | None:
+    return db.session.execute(_ORM_BY[column], {"value": value}).scalar_one_or_none()  # type: ignore[no-any-return]
+
+
+def _by_login_name(login: str, find: Any) -> Any:
+    """The lookup order of a login name, whatever ``find(column, value)`` reads.
+
+    An 18-character name that is a valid identity number is looked up by number
+    only; a name shaped like a mobile number by phone, then by username; any other
+    by username.
+    """
     login = (login or "").strip()
     if not login or len(login) > 64:
         return None
     if len(login) == 18:
         try:
-            return find_by_id_number(validate_resident_id(login).number)
+            number = validate_resident_id(login).number
         except InvalidIdentifier:
             pass
+        else:
+            return find("id_number_hmac", _gateway().vault.lookup_hash(number))
     if PHONE.match(login):
-        found = db.session.execute(_BY_PHONE, {"value": login}).scalar_one_or_none()
+        found = find("phone", login)
         if found is not None:
             return found
-    return db.session.execute(_BY_USERNAME, {"value": login}).scalar_one_or_none()
+    return find("username", login)
+
+
+# ---- the password login's read: the columns it needs, without the ORM -----------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAccount:
+    """What a password login reads of an account: its hash, its status, its Identity's columns."""
+
+    id: str
+    status: str
+    password_hash: str
+    display_name: str
+    connector_id: str
+    assurance: str
+    verified_at: Any
+    verification_source: str | None
+    verified_attributes: dict[str, Any] | None
+
+
+_LOGIN_COLUMNS = tuple(field.name for field in fields(LoginAccount))
+_ACCOUNTS = Account.__table__
+# Core statements (SQLite and any driver but psycopg), built once.
+_CORE_BY = {
+    column: select(*(_ACCOUNTS.c[name] for name in _LOGIN_COLUMNS)).where(_ACCOUNTS.c[column] == bindparam("value"))
+    for column in ("id_number_hmac", "phone", "username")
+}
+# The same reads for PostgreSQL, straight on psycopg in the session's transaction
+# (sso.db.driver_execute): psycopg loads the json column with json.loads and the
+# timestamp as a naive datetime, as SQLAlchemy's types do.
+_DRIVER_SELECT = """
+SELECT accounts.id, accounts.status, accounts.password_hash, accounts.display_name, accounts.connector_id,
+       accounts.assurance, accounts.verified_at, accounts.verification_source, accounts.verified_attributes
+FROM accounts
+"""
+_DRIVER_BY = {
+    "id_number_hmac": DriverSQL(_DRIVER_SELECT + "WHERE accounts.id_number_hmac = %(value)s"),
+    "phone": DriverSQL(_DRIVER_SELECT + "WHERE accounts.phone = %(value)s"),
+    "username": DriverSQL(_DRIVER_SELECT + "WHERE accounts.username = %(value)s"),
+}
+_SET_PASSWORD_HASH = (
+    update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("b_id")).values(password_hash=bindparam("b_password_hash"))
+)
+
+
+def login_account(login: str) -> LoginAccount | None:
+    """:func:`find_by_login_name` for a password login: the same lookup, just the columns it needs.
+
+    No ORM object: a Core read, or on PostgreSQL the same read on psycopg.
+    """
+
+    def find(column: str, value: str) -> LoginAccount | None:
+        # The connection is asked for only once there is something to look up.
+        connection = driver_connection(db.session)
+        if connection is None:
+            row = db.session.execute(_CORE_BY[column], {"value": value}).first()
+        else:
+            row = driver_execute(connection, _DRIVER_BY[column], {"value": value}).fetchone()
+        return None if row is None else LoginAccount(*row)
+
+    return _by_login_name(login, find)  # type: ignore[no-any-return]
+
+
+def set_password_hash(account_id: str, password_hash: str) -> None:
+    """Store a new hash of the account's password (a rehash at new parameters) and commit.
+
+    A Core UPDATE through the session, so revocation tracking sees the write as it
+    saw the ORM's flush (``UPDATE accounts ... WHERE accounts.id = ...``).
+    """
+    db.session.execute(_SET_PASSWORD_HASH, {"b_id": account_id, "b_password_hash": password_hash})
+    db.session.commit()
 
 
 def register_citizen(person: VerifiedPerson, password: str, phone: str | None) -> Account:

@@ -6,7 +6,7 @@ time as a wrong password, and both get the same answer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -14,6 +14,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from ..db import db
 from ..models import Account
 from .base import Identity, VerifiedAttribute
+
+if TYPE_CHECKING:
+    from ..accounts import LoginAccount
 
 # OWASP password storage cheat sheet: argon2id, 19 MiB, t=2, p=1.
 PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
@@ -31,7 +34,7 @@ def _encodable(*values: str) -> bool:
     return True
 
 
-def identity_of(account: Account, connector_id: str | None = None) -> Identity:
+def identity_of(account: Account | LoginAccount, connector_id: str | None = None) -> Identity:
     attributes = {}
     if account.verified_at is not None:
         source = account.verification_source or "population-registry"
@@ -64,11 +67,12 @@ class LocalAccounts:
         return cls(connector_id, name)
 
     def login(self, username: str, password: str) -> Identity | None:
-        from ..accounts import find_by_login_name
+        from ..accounts import login_account, set_password_hash
 
         if not _encodable(username, password):
             return None
-        account = find_by_login_name(username)
+        # Just the columns a login needs, without the ORM (sso.accounts.login_account).
+        account = login_account(username)
         if account is not None and account.status != "active":
             account = None
         stored = account.password_hash if account else _DUMMY_HASH
@@ -79,9 +83,8 @@ class LocalAccounts:
         if account is None:
             return None
         if PASSWORDS.check_needs_rehash(account.password_hash):
-            # Parameters changed since this hash was made: upgrade it now.
-            account.password_hash = PASSWORDS.hash(password)
-            db.session.commit()
+            # Parameters changed since this hash was made: upgrade it now (UPDATE, commit).
+            set_password_hash(account.id, PASSWORDS.hash(password))
         return identity_of(account, self.id)
 
     def lookup(self, subject: str) -> Identity | None:
