@@ -46,15 +46,12 @@ import logging
 import math
 import time
 import unicodedata
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Response, current_app, has_request_context, render_template, request
 from flask_babel import gettext as _
 from flask_babel import ngettext
-
-from .storage import RedisStore
 
 log = logging.getLogger("sso.throttle")
 
@@ -169,7 +166,7 @@ def _state_ttl(policy: Policy, until: float, t: float) -> int:
     return policy.window + max(1, math.ceil(until - t))
 
 
-# ---- one round trip on Redis -----------------------------------------------------------
+# ---- one round trip on Redis (ShortLivedStore.run_script) -------------------------------
 
 # What guard() reads, in the order it reads it, as one atomic step: the IP's state;
 # unless that locks the IP, the account's counter (INCR, and its TTL set as
@@ -196,31 +193,27 @@ if redis.call('TTL', KEYS[2]) == -1 then
 end
 return {ip_state, n, redis.call('GET', KEYS[3])}
 """
-_guard_scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # per RedisStore
 
 
 def _redis_guard_reads(
     store: Any, ikey: str | None, akey: str | None, policy: Policy, t: float
 ) -> tuple[dict[str, Any] | None, tuple[int, dict[str, Any]] | None] | None:
-    """guard()'s reads on a RedisStore in one script call: (IP state, (n, account state)).
+    """guard()'s reads in one script call on Redis: (IP state, (n, account state)).
 
     ``(n, state)`` is None when the IP state locks the attempt (nothing was
-    counted) or there is no account key.  None for another store (or a TTL the
-    store would refuse): guard() then reads one by one, through the store.
+    counted) or there is no account key.  None for a store without scripts (or a
+    TTL the store would refuse): guard() then reads one by one, through the store.
     """
-    if not isinstance(store, RedisStore) or policy.window < 1 or (ikey is None and akey is None):
+    if policy.window < 1 or (ikey is None and akey is None):
         return None
-    script = _guard_scripts.get(store)
-    if script is None:
-        # redis-py's Script sends EVALSHA and loads the source on NOSCRIPT (a restarted Redis).
-        script = _guard_scripts[store] = store._client.register_script(_GUARD_SCRIPT)
-    keys = [
-        store._key(STATE, ikey) if ikey is not None else "",
-        store._key(COUNT, akey) if akey is not None else "",
-        store._key(STATE, akey) if akey is not None else "",
+    entries = [
+        (STATE, ikey) if ikey is not None else None,
+        (COUNT, akey) if akey is not None else None,
+        (STATE, akey) if akey is not None else None,
     ]
-    args = [repr(float(t)), policy.window]
-    reply = store._call(lambda r: script(keys=keys, args=args, client=r))
+    reply = store.run_script(_GUARD_SCRIPT, entries, [repr(float(t)), policy.window])
+    if reply is None:
+        return None
     ip_state = json.loads(reply[0]) if reply and reply[0] is not None else None
     if len(reply) < 3:
         return ip_state, None
@@ -250,25 +243,22 @@ if redis.call('TTL', KEYS[2]) == -1 then
 end
 return {1, failures}
 """
-_failure_scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # per RedisStore
 
 
 def _redis_failure(
     store: Any, akey: str, n: int, until: float, ikey: str | None, policy: Policy, t: float
 ) -> int | None:
-    """failure()'s writes on a RedisStore in one script call: the IP's new failure count (0 without an IP).
+    """failure()'s writes in one script call on Redis: the IP's new failure count (0 without an IP).
 
-    None when nothing was done (another store, a TTL the store would refuse, or an
-    account state that may hold a lock): failure() then goes store by store.
+    None when nothing was done (a store without scripts, a TTL the store would
+    refuse, or an account state that may hold a lock): failure() then goes store
+    by store.
     """
-    if not isinstance(store, RedisStore) or policy.window < 1:
+    if policy.window < 1:
         return None
-    script = _failure_scripts.get(store)
-    if script is None:
-        script = _failure_scripts[store] = store._client.register_script(_FAILURE_SCRIPT)
-    keys = [store._key(STATE, akey), store._key(IP_FAILURES, ikey) if ikey is not None else ""]
+    entries = [(STATE, akey), (IP_FAILURES, ikey) if ikey is not None else None]
     args = [json.dumps({"n": n, "until": until}), _state_ttl(policy, until, t), policy.window]
-    reply = store._call(lambda r: script(keys=keys, args=args, client=r))
+    reply = store.run_script(_FAILURE_SCRIPT, entries, args)
     if not reply or int(reply[0]) != 1:
         return None
     return int(reply[1]) if len(reply) > 1 else 0
@@ -349,14 +339,8 @@ def success(verdict: Verdict) -> None:
     """The credential was right: the account key starts afresh (the IP count stays)."""
     if not verdict.allowed or verdict.account is None:
         return
-    store = _gateway().store
     akey, _n = verdict.account
-    if isinstance(store, RedisStore):  # both keys in one DEL: one round trip
-        keys = (store._key(COUNT, akey), store._key(STATE, akey))
-        store._call(lambda r: r.delete(*keys))
-        return
-    store.delete(COUNT, akey)
-    store.delete(STATE, akey)
+    _gateway().store.delete_many(((COUNT, akey), (STATE, akey)))  # one DEL on Redis: one round trip
 
 
 def _record(store: Any, akey: str, n: int, until: float, policy: Policy, t: float, locked: bool = False) -> None:

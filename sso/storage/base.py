@@ -8,6 +8,7 @@ Values are JSON-serialisable dicts.  Every entry has a TTL.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 
@@ -58,6 +59,20 @@ class ShortLivedStore(Protocol):
 
     def delete(self, kind: str, key: str) -> None:
         """Remove the entry; absent entries are fine."""
+
+    def delete_many(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Remove every ``(kind, key)`` entry, in one step (one round trip); absent entries are fine."""
+
+    def run_script(self, script: str, entries: Sequence[tuple[str, str] | None], args: Sequence[Any]) -> Any:
+        """Run a Redis Lua ``script`` atomically, in one round trip; None where there is no Redis.
+
+        ``KEYS[i]`` is the stored key of ``entries[i]`` (an empty string for None,
+        so a script can tell an entry that is not there), ``ARGV`` is ``args``; the
+        values it reads and writes are the store's own (JSON text, counters), and
+        its reply is Redis's.  A backend without Lua (the embedded store) runs
+        nothing and returns None: the caller then does the same steps one by one
+        through the methods above.  The script must not return nil.
+        """
 
     def add(self, kind: str, key: str, value: dict[str, Any], ttl: int) -> bool:
         """Store only if absent (atomic). True when this call stored it (jti replay caches)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +144,16 @@ class MemoryStore:
     def delete(self, kind: str, key: str) -> None:
         with self._lock:
             self._data.pop(storage_key(kind, key), None)
+
+    def delete_many(self, entries: Iterable[tuple[str, str]]) -> None:
+        skeys = [storage_key(kind, key) for kind, key in entries]
+        with self._lock:
+            for skey in skeys:
+                self._data.pop(skey, None)
+
+    def run_script(self, script: str, entries: Sequence[tuple[str, str] | None], args: Sequence[Any]) -> Any:
+        """No Lua here: nothing is run, and the caller goes step by step (see the protocol)."""
+        return None
 
     def add(self, kind: str, key: str, value: dict[str, Any], ttl: int) -> bool:
         _check_ttl(ttl)

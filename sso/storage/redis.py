@@ -9,7 +9,7 @@ lifetime.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -91,6 +91,8 @@ class RedisStore:
         self._incr_script = self._client.register_script(_INCR_SCRIPT)
         self._replace_and_put_script = self._client.register_script(_REPLACE_AND_PUT_SCRIPT)
         self._touch_and_put_script = self._client.register_script(_TOUCH_AND_PUT_SCRIPT)
+        # Callers' scripts (run_script), registered on first use, by source text.
+        self._scripts: dict[str, Any] = {}
 
     def _key(self, kind: str, key: str) -> str:
         return self._prefix + storage_key(kind, key)
@@ -148,6 +150,19 @@ class RedisStore:
     def delete(self, kind: str, key: str) -> None:
         skey = self._key(kind, key)
         self._call(lambda r: r.delete(skey))
+
+    def delete_many(self, entries: Iterable[tuple[str, str]]) -> None:
+        skeys = [self._key(kind, key) for kind, key in entries]
+        if skeys:
+            self._call(lambda r: r.delete(*skeys))  # one DEL
+
+    def run_script(self, script: str, entries: Sequence[tuple[str, str] | None], args: Sequence[Any]) -> Any:
+        registered = self._scripts.get(script)
+        if registered is None:
+            # redis-py's Script sends EVALSHA and loads the source on NOSCRIPT (a restarted Redis).
+            registered = self._scripts[script] = self._client.register_script(script)
+        keys = ["" if entry is None else self._key(*entry) for entry in entries]
+        return self._call(lambda r: registered(keys=keys, args=list(args), client=r))
 
     def add(self, kind: str, key: str, value: dict[str, Any], ttl: int) -> bool:
         _check_ttl(ttl)

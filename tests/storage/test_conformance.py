@@ -304,3 +304,59 @@ def test_the_session_write_back_with_its_code_stores_both_or_neither(store: Shor
         assert store.get("session", f"r{round_}") is None, results
         for i in range(1, 9):
             assert (store.get("code", f"r{round_}-{i}") is not None) is results[i], (i, results)
+
+
+def test_delete_many_removes_every_entry_named_and_no_other(store: ShortLivedStore) -> None:
+    store.put("code", "a", {"v": 1}, ttl=60)
+    store.incr("rate", "a", ttl=60)
+    store.put("code", "b", {"v": 2}, ttl=60)
+    store.delete_many([("code", "a"), ("rate", "a"), ("code", "absent")])  # absent entries are fine
+    assert store.get("code", "a") is None
+    assert store.incr("rate", "a", ttl=60) == 1  # the counter starts afresh
+    assert store.get("code", "b") == {"v": 2}
+    store.delete_many([])  # nothing to do
+
+
+def test_delete_many_is_one_round_trip_on_redis(store: ShortLivedStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not isinstance(store, RedisStore):
+        pytest.skip("round trips: Redis only")
+    store.put("code", "a", {"v": 1}, ttl=60)
+    sent: list[tuple[Any, ...]] = []
+    real = store._client.execute_command
+
+    def execute_command(*args: Any, **options: Any) -> Any:
+        sent.append(args)
+        return real(*args, **options)
+
+    monkeypatch.setattr(store._client, "execute_command", execute_command)
+    store.delete_many([("code", "a"), ("rate", "a")])
+    assert [args[0] for args in sent] == ["DEL"] and len(sent[0]) == 3
+
+
+# Reads an entry, counts another, writes a third (the value and TTL from ARGV), and
+# tells an absent entry (None: an empty KEYS[i]) from a present one.
+_SCRIPT = """
+local seen = redis.call('GET', KEYS[1]) or false
+local n = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2])
+return {seen or '', n, KEYS[4] == '' and 1 or 0}
+"""
+
+
+def test_run_script_runs_on_the_stores_own_entries_or_not_at_all(store: ShortLivedStore) -> None:
+    store.put("code", "read", {"v": "读"}, ttl=60)
+    entries = [("code", "read"), ("rate", "n"), ("code", "written"), None]
+    reply = store.run_script(_SCRIPT, entries, ['{"v": 2}', 60])
+    if isinstance(store, MemoryStore):
+        # No Lua: nothing ran, nothing changed; the caller goes step by step.
+        assert reply is None
+        assert store.get("code", "written") is None
+        assert store.incr("rate", "n", ttl=60) == 1
+        return
+    assert reply == ['{"v": "\\u8bfb"}', 1, 1]
+    # Its keys are the store's keys: what it wrote and counted, the methods see.
+    assert store.get("code", "written") == {"v": 2}
+    assert store.incr("rate", "n", ttl=60) == 2
+    # Again: the registered script (EVALSHA) on the same entries.
+    assert store.run_script(_SCRIPT, entries, ['{"v": 3}', 60]) == ['{"v": "\\u8bfb"}', 3, 1]
+    assert store.get("code", "written") == {"v": 3}

@@ -134,6 +134,8 @@ def every_operation(store: RedisStore) -> dict[str, Callable[[], Any]]:
         "incr": lambda: store.incr("rate", "k", ttl=60),
         "set_add": lambda: store.set_add("sids", "k", "m", ttl=60),
         "set_members": lambda: store.set_members("sids", "k"),
+        "delete_many": lambda: store.delete_many([("code", "k"), ("rate", "k")]),
+        "run_script": lambda: store.run_script("return redis.call('GET', KEYS[1]) or ''", [("code", "k")], []),
         "ping": store.ping,
     }
 
