@@ -44,9 +44,13 @@ def wtforms_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_wtforms_catalogue_is_read_once_per_locale(client, wtforms_loads):
     for _ in range(3):
         assert client.get("/login").status_code == 200
+    assert wtforms_loads == []  # the page itself needs no WTForms message
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    for _ in range(3):  # a validator's message needs the catalogue
+        assert client.post("/login", data={"csrf_token": token, "username": ""}).status_code == 400
     assert len(wtforms_loads) == 1 and wtforms_loads[0].startswith("zh")
     for _ in range(2):
-        assert client.get("/login?lang=en").status_code == 200
+        assert client.post("/login?lang=en", data={"csrf_token": token, "username": ""}).status_code == 400
     assert wtforms_loads[1:] == ["en"]
 
 
@@ -221,3 +225,39 @@ def test_templates_follow_force_locale(app):
         with force_locale("en"):
             assert render_template_string("{{ _('Sign in') }}") == "Sign in"
         assert render_template_string("{{ _('Sign in') }}") == chinese != "Sign in"
+
+
+def test_a_sign_in_that_redirects_never_chooses_a_page_language(app, client, browser, portal, account, monkeypatch):
+    """A successful POST answers with a redirect: no text, so no locale to select (it read the store, too)."""
+    import sso.web
+
+    location = browser.authorize(portal).headers["Location"]
+    page = client.get(location)
+    token = csrf_from(page.get_data(as_text=True))
+    uid = location.split("interaction=")[1]
+    chosen: list[str] = []
+    real = sso.web.select_locale
+
+    def select_locale() -> str:
+        chosen.append(real())
+        return chosen[-1]
+
+    monkeypatch.setattr(sso.web, "select_locale", select_locale)
+    response = client.post(
+        "/login", data={"csrf_token": token, "interaction": uid, "username": USERNAME, "password": PASSWORD}
+    )
+    assert response.status_code == 302
+    assert chosen == []
+    # A failed one renders the page again: in its language, as before.
+    page = client.get(location)
+    token = csrf_from(page.get_data(as_text=True))
+    chosen.clear()
+    wrong = client.post(
+        "/login", data={"csrf_token": token, "interaction": uid, "username": USERNAME, "password": "no"}
+    )
+    assert wrong.status_code == 401 and chosen == ["zh_CN"]
+
+
+def test_the_interaction_field_label_is_the_default_one(app):
+    with app.test_request_context("/login"):
+        assert forms.LoginForm(formdata=None).interaction.label.text == "Interaction"

@@ -94,7 +94,11 @@ class LoginForm(PageForm):
     class Meta:
         csrf_class = _TokenWhenReadCSRF
 
-    interaction = HiddenField()
+    # A label of its own (never shown: the template writes the hidden input): without
+    # one WTForms translates a default label while building the form, which made every
+    # sign-in POST choose the page language (a redirect has none) for nothing.  The
+    # same text: WTForms' catalogues do not translate it.
+    interaction = HiddenField("Interaction")
     username = StringField("Username", validators=[DataRequired(), Length(max=64)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
 
