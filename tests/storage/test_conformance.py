@@ -15,8 +15,11 @@ import pytest
 import redis
 
 from sso.storage import MemoryStore, RedisStore, ShortLivedStore, create_store, storage_key
+from tests.backends import REDIS_BASE
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+# Database 15 of the test Redis (SSO_TEST_REDIS, as every Redis-backed test); each test
+# keeps to its own random key prefix.
+REDIS_URL = f"{REDIS_BASE}/15"
 T = TypeVar("T")
 
 
