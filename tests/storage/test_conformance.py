@@ -51,20 +51,23 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def store(request: pytest.FixtureRequest) -> Iterator[ShortLivedStore]:
-    if request.param == "memory":
-        yield MemoryStore(clock=FakeClock())
-        return
-    url = request.getfixturevalue("redis_url")
+@pytest.fixture
+def redis_store(redis_url: str) -> Iterator[RedisStore]:
     prefix = f"test:{uuid.uuid4().hex}:"
-    backend = RedisStore(url, prefix=prefix)
+    backend = RedisStore(redis_url, prefix=prefix)
     try:
         yield backend
     finally:
         for k in backend._client.scan_iter(match=f"{prefix}*"):
             backend._client.delete(k)
         backend.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def store(request: pytest.FixtureRequest) -> ShortLivedStore:
+    if request.param == "memory":
+        return MemoryStore(clock=FakeClock())
+    return request.getfixturevalue("redis_store")  # type: ignore[no-any-return]
 
 
 def advance(store: ShortLivedStore, seconds: float) -> None:
@@ -320,9 +323,9 @@ def test_delete_many_removes_every_entry_named_and_no_other(store: ShortLivedSto
     store.delete_many([])  # nothing to do
 
 
-def test_delete_many_is_one_round_trip_on_redis(store: ShortLivedStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not isinstance(store, RedisStore):
-        pytest.skip("round trips: Redis only")
+@pytest.mark.redis
+def test_delete_many_is_one_round_trip_on_redis(redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = redis_store
     store.put("code", "a", {"v": 1}, ttl=60)
     sent: list[tuple[Any, ...]] = []
     real = store._client.execute_command
