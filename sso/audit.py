@@ -18,6 +18,7 @@ from typing import Any
 from flask import Flask
 
 from . import audit_chain, logs, metrics
+from .db import commit as commit_unit
 from .db import db
 from .identifiers import (
     InvalidIdentifier,
@@ -115,7 +116,7 @@ def record(
         detail=safe_detail(detail),
     )
     if commit:
-        db.session.commit()
+        commit_unit()  # the Session's, or the request's own connection's (sso.db.open_own_connection)
     log.info("audit %s outcome=%s actor=%s client=%s", event, outcome, actor, client_id)
     if event == "login":
         metrics.login(outcome, detail.get("connector"))

@@ -47,7 +47,7 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, object_session
 
-from .db import DriverSQL, driver_connection, driver_execute
+from .db import DriverSQL, driver_connection, driver_execute, own_connection
 from .models import AuditChainHead, AuditEvent, utcnow
 
 log = logging.getLogger("sso.audit")
@@ -108,13 +108,16 @@ def _lock_head(session: Session) -> tuple[int, str]:
     return int(row.seq), str(row.last_hash)
 
 
-def _create_head(session: Session) -> None:
-    """The first append on a database (or one whose head row went missing)."""
+def _create_head(session: Session | Connection) -> None:
+    """The first append on a database (or one whose head row went missing).
+
+    ``session``: the Session, or the connection the append runs on (in its transaction).
+    """
     last = session.execute(select(AuditEvent.id, AuditEvent.row_hash).order_by(AuditEvent.id.desc()).limit(1)).first()
     if last is not None:
         log.warning("audit chain head missing: continuing from row %s", last.id)
     values = {"id": HEAD_ID, "seq": last.id if last else 0, "last_hash": last.row_hash if last else GENESIS}
-    dialect = session.get_bind().dialect.name
+    dialect = session.dialect.name if isinstance(session, Connection) else session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -197,8 +200,12 @@ def _pg_append_params(fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _append_postgresql(session: Session, fields: dict[str, Any], connection: Connection | None = None) -> Appended:
-    """One statement; on ``connection`` (psycopg, the session's) straight on the driver."""
+def _append_postgresql(
+    session: Session | Connection, fields: dict[str, Any], connection: Connection | None = None
+) -> Appended:
+    """One statement; on ``connection`` (psycopg: the session's, or the request's own
+    connection, sso.db.open_own_connection) straight on the driver.  ``session``: where
+    the rare path (no head row yet) runs, in the same transaction."""
     params = _pg_append_params(fields)
     if connection is not None:
         found = driver_execute(connection, _PG_APPEND_DRIVER, params).fetchone()
@@ -211,6 +218,16 @@ def _append_postgresql(session: Session, fields: dict[str, Any], connection: Con
     _create_head(session)
     row = session.execute(_PG_APPEND, params).one()
     return Appended(int(row.seq), row.at, row.prev_hash, row.row_hash)
+
+
+def _has_pending(session: Any) -> bool:
+    """Whether ``session`` holds changes not flushed (without making a scoped one exist)."""
+    registry = getattr(session, "registry", None)
+    if registry is not None:
+        if not registry.has():
+            return False
+        session = session()
+    return bool(session.new or session.dirty or session.deleted)
 
 
 def append(
@@ -226,6 +243,16 @@ def append(
     """Add one event at the end of the chain, in the session's transaction (not committed)."""
     # The caller's own changes first: every transaction then locks its rows before
     # the chain head, never after it, so two cannot wait on each other.
+    own = own_connection()
+    if own is not None:
+        # The request's own connection (sso.db.open_own_connection): the append, and
+        # the head row's creation if need be, in its transaction.  The caller's changes
+        # are in it already (statements, not Session objects: the Session held none
+        # when the connection was opened, and is not used for writes while it is).
+        if _has_pending(session):
+            raise RuntimeError("an audit append on the request's own connection with Session changes pending")
+        fields = {"event": event, "outcome": outcome, "actor": actor, "client_id": client_id, "ip": ip}
+        return _append_postgresql(own, {**fields, "detail": detail}, own)
     session.flush()
     connection = driver_connection(session)
     if connection is not None or session.get_bind().dialect.name == "postgresql":

@@ -35,7 +35,9 @@ from typing import Any
 from flask import Response, current_app, g, request
 
 from .crypto import new_token
-from .db import DriverSQL, driver_connection, driver_execute
+from .db import DriverSQL, driver_connection, driver_execute, own_connection, unit
+from .db import commit as commit_unit
+from .db import rollback as rollback_unit
 
 KIND = "session"
 MAX_COOKIE = 200
@@ -258,11 +260,12 @@ def _update_record(sid: str, changes: dict[str, Any]) -> int:
 
 
 def _record_exists(sid: str) -> bool:
-    from .db import db
+    from sqlalchemy import select
+
     from .models import SessionRecord
 
     table = SessionRecord.__table__
-    return db.session.execute(db.select(table.c.sid).where(table.c.sid == sid)).first() is not None
+    return unit().execute(select(table.c.sid).where(table.c.sid == sid)).first() is not None
 
 
 def _sync_record(session: BrowserSession, *, commit: bool = True, new: bool = False) -> bool:
@@ -293,19 +296,25 @@ def _sync_record(session: BrowserSession, *, commit: bool = True, new: bool = Fa
         # only off the usual path).
         if not new and _record_exists(session.sid):
             return False
-        db.session.add(
-            SessionRecord(
-                sid=session.sid,
-                account_id=session.account_id,
-                created_at=now,
-                absolute_expires_at=_naive_utc(session.created_at + settings.session_absolute_timeout),
-                user_agent=session.user_agent,
-                ip=session.ip,
-                **changes,
-            )
-        )
+        values = {
+            "sid": session.sid,
+            "account_id": session.account_id,
+            "created_at": now,
+            "absolute_expires_at": _naive_utc(session.created_at + settings.session_absolute_timeout),
+            "user_agent": session.user_agent,
+            "ip": session.ip,
+            **changes,
+        }
+        own = own_connection()
+        if own is not None:
+            # The request's own connection (sso.db.open_own_connection): the row goes in
+            # its transaction, now (where the Session would flush it: before the audit
+            # append's lock on the chain head).
+            own.execute(SessionRecord.__table__.insert().values(**values))
+        else:
+            db.session.add(SessionRecord(**values))
     if commit:
-        db.session.commit()
+        commit_unit()
     session.synced_at = int(time.time())
     return True
 
@@ -327,8 +336,6 @@ def _slide(session: BrowserSession, *, changed: bool, commit: bool, with_entry: 
     """
     store = _store()
     if changed or _stale(session):
-        from .db import db
-
         # The record's UPDATE is committed only once the store took the write: a
         # handle the store dropped meanwhile (a logout, a rotation) is not put back
         # in the record, where a later logout would delete it instead of the live one.
@@ -340,10 +347,10 @@ def _slide(session: BrowserSession, *, changed: bool, commit: bool, with_entry: 
             stored = store.replace_and_put(KIND, session.handle, session.to_dict(), _ttl(session), with_entry)
         if not stored:
             if commit:
-                db.session.rollback()  # else: the caller's transaction, which it rolls back
+                rollback_unit()  # else: the caller's transaction, which it rolls back
             return False
         if commit:
-            db.session.commit()
+            commit_unit()
         return True
     if with_entry is None:
         return bool(store.touch(KIND, session.handle, _ttl(session)))

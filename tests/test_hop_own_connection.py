@@ -1,0 +1,275 @@
+"""The SSO hop's database work on a Core connection of its own (sso.db.open_own_connection).
+
+On PostgreSQL + psycopg the hop (GET /authorize with a gateway session) takes a
+connection from the pool for its statements, not the request's ORM Session: the
+account with its consent, the session record's UPDATE (and, off the usual path, the
+record's existence check and INSERT), the audit append (and the chain head's
+creation) all run on it, in one transaction, committed once; it always goes back to
+the pool, rolled back unless committed, also when something fails half-way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from sso import audit_chain, consent, create_app
+from sso import session as browser_session
+from sso.bootstrap import prepare
+from sso.db import db, open_own_connection, own_connection
+from sso.models import AuditChainHead, AuditEvent, SessionRecord
+from tests.backends import pg_url, redis_url  # noqa: F401  (fixtures)
+from tests.conftest import Browser, IsolatedClient, Portal, make_settings, query_of
+
+SCOPES = ["openid", "profile"]
+
+
+class Seen:
+    """Each statement with the DB-API connection it ran on; commits and rollbacks."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, Any]] = []
+        self.commits = 0
+        self.rollbacks = 0
+        self.orm_begins = 0  # transactions of an ORM Session (the request's, or the test's)
+        event.listen(db.engine, "before_cursor_execute", self._sql)
+        event.listen(Session, "after_begin", self._orm_begin)
+        event.listen(db.engine, "commit", self._commit)
+        event.listen(db.engine, "rollback", self._rollback)
+
+    def _sql(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append((" ".join(statement.split()[:3]).upper(), conn.connection.dbapi_connection))
+
+    def _orm_begin(self, *args: Any) -> None:
+        self.orm_begins += 1
+
+    def _commit(self, conn: Any) -> None:
+        self.commits += 1
+
+    def _rollback(self, conn: Any) -> None:
+        self.rollbacks += 1
+
+    def close(self) -> None:
+        event.remove(db.engine, "before_cursor_execute", self._sql)
+        event.remove(db.engine, "commit", self._commit)
+        event.remove(db.engine, "rollback", self._rollback)
+        event.remove(Session, "after_begin", self._orm_begin)
+
+    def reset(self) -> None:
+        self.statements.clear()
+        self.commits = self.rollbacks = self.orm_begins = 0
+
+    def connections(self) -> set[int]:
+        return {id(dbapi) for _, dbapi in self.statements}
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.statements]
+
+
+def _portal(client_id: str) -> Portal:
+    from sso.clients import create_client
+
+    reg = create_client(name=client_id, client_id=client_id, redirect_uris=[f"https://{client_id}.example/cb"])
+    return Portal(client_id, reg.client_secret, f"https://{client_id}.example/cb")
+
+
+@pytest.fixture
+def gateway(tmp_path: Any, pg_url: str, redis_url: str) -> Iterator[Flask]:  # noqa: F811
+    app = create_app(make_settings(tmp_path, database_url=pg_url, redis_url=redis_url, client_cache_ttl=60))
+    app.test_client_class = IsolatedClient
+    prepare(app)
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def hop(gateway: Flask) -> Iterator[tuple[Browser, dict[str, Portal], Seen]]:
+    from sso.connectors.local import create_account
+
+    portals = {name: _portal(name) for name in ("tax", "social")}
+    account = create_account("alice", "correct horse battery staple", "Alice")
+    consent.remember(account.id, "social", SCOPES)
+    browser = Browser(gateway.test_client())
+    browser.code_for(portals["tax"])
+    for name in portals:  # the portals into the per-process cache, as in steady state
+        assert browser.authorize(Portal(name, None, "https://elsewhere.example/cb")).status_code == 400
+    db.session.commit()  # the test's own session gives its connection back
+    seen = Seen()
+    yield browser, portals, seen
+    seen.close()
+
+
+def _code(response: Any) -> str:
+    assert response.status_code == 302, response.text[:300]
+    query = query_of(response.headers["Location"])
+    assert "code" in query, query
+    return query["code"]
+
+
+def _issued(client_id: str) -> int:
+    found = db.session.execute(
+        db.select(db.func.count()).select_from(AuditEvent).filter_by(event="authorize.code_issued", client_id=client_id)
+    ).scalar_one()
+    db.session.commit()
+    return int(found)
+
+
+def _record() -> dict[str, Any] | None:
+    """The session record's columns (read in a transaction of the test's own, ended after)."""
+    db.session.expire_all()
+    record = db.session.execute(db.select(SessionRecord)).scalar_one_or_none()
+    found = None if record is None else {"clients": record.clients, "ended_at": record.ended_at}
+    db.session.commit()
+    return found
+
+
+def _chain_ok() -> None:
+    result = audit_chain.verify(db.session)
+    db.session.commit()
+    assert result.ok, result.to_json()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_the_hop_runs_on_one_connection_of_its_own_given_back_after(hop: Any) -> None:
+    browser, portals, seen = hop
+    pool = db.engine.pool
+    assert pool.checkedout() == 0
+    _code(browser.authorize(portals["social"]))
+    assert seen.kinds() == ["SELECT ACCOUNTS.STATUS, ACCOUNTS.ASSURANCE,", "UPDATE SESSION_RECORDS SET", "WITH HEAD AS"]
+    assert len(seen.connections()) == 1 and seen.commits == 1 and seen.rollbacks == 0
+    assert seen.orm_begins == 0  # not through the request's ORM Session
+    assert pool.checkedout() == 0
+    assert _issued("social") == 1 and _record() == {"clients": ["tax", "social"], "ended_at": None}
+    _chain_ok()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.parametrize("where", ["record", "audit"])
+def test_a_failure_after_the_first_statement_rolls_back_and_gives_the_connection_back(
+    hop: Any, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    browser, portals, seen = hop
+    pool = db.engine.pool
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected")
+
+    if where == "record":  # after the account + consent SELECT
+        monkeypatch.setattr(browser_session, "_update_record", broken)
+    else:  # after the SELECT and the record's UPDATE
+        monkeypatch.setattr(audit_chain, "_pg_append_params", broken)
+    response = browser.authorize(portals["social"])
+    assert response.status_code == 500 and "code=" not in response.headers.get("Location", "")
+    assert seen.commits == 0 and seen.rollbacks == 1
+    assert pool.checkedout() == 0  # given back, its transaction rolled back
+    assert _issued("social") == 0 and _record() == {"clients": ["tax"], "ended_at": None}
+    monkeypatch.undo()
+    _code(browser.authorize(portals["social"]))  # the next hop works
+    assert pool.checkedout() == 0 and _issued("social") == 1
+    _chain_ok()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_missing_session_record_is_inserted_in_the_hops_transaction(hop: Any) -> None:
+    browser, portals, seen = hop
+    db.session.execute(db.delete(SessionRecord))
+    db.session.commit()
+    seen.reset()
+    _code(browser.authorize(portals["social"]))
+    assert seen.kinds() == [
+        "SELECT ACCOUNTS.STATUS, ACCOUNTS.ASSURANCE,",
+        "UPDATE SESSION_RECORDS SET",
+        "SELECT SESSION_RECORDS.SID FROM",
+        "INSERT INTO SESSION_RECORDS",
+        "WITH HEAD AS",
+    ]
+    assert len(seen.connections()) == 1 and seen.commits == 1 and seen.orm_begins == 0
+    assert db.engine.pool.checkedout() == 0
+    assert _record() == {"clients": ["tax", "social"], "ended_at": None}
+    assert _issued("social") == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_the_inserted_record_is_rolled_back_with_a_failed_audit_append(
+    hop: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser, portals, seen = hop
+    db.session.execute(db.delete(SessionRecord))
+    db.session.commit()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(audit_chain, "_pg_append_params", broken)
+    assert browser.authorize(portals["social"]).status_code == 500
+    assert _record() is None and _issued("social") == 0  # one transaction: neither
+    assert db.engine.pool.checkedout() == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_missing_chain_head_is_made_in_the_hops_transaction(hop: Any) -> None:
+    browser, portals, seen = hop
+    db.session.execute(db.delete(AuditChainHead))
+    db.session.commit()
+    seen.reset()
+    _code(browser.authorize(portals["social"]))
+    kinds = seen.kinds()
+    assert kinds[:3] == ["SELECT ACCOUNTS.STATUS, ACCOUNTS.ASSURANCE,", "UPDATE SESSION_RECORDS SET", "WITH HEAD AS"]
+    assert any(kind.startswith("INSERT INTO AUDIT_CHAIN_HEAD") for kind in kinds[3:]), kinds
+    assert len(seen.connections()) == 1 and seen.commits == 1 and seen.orm_begins == 0
+    assert db.engine.pool.checkedout() == 0
+    assert _issued("social") == 1
+    _chain_ok()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_disabled_account_writes_nothing_and_gives_the_connection_back(hop: Any) -> None:
+    from sso.models import Account
+
+    browser, portals, seen = hop
+    db.session.execute(db.update(Account).values(status="disabled"))
+    db.session.commit()
+    seen.reset()
+    response = browser.authorize(portals["social"])
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    assert seen.kinds() == ["SELECT ACCOUNTS.STATUS, ACCOUNTS.ASSURANCE,"] and seen.commits == 0
+    assert db.engine.pool.checkedout() == 0 and _issued("social") == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_no_own_connection_while_the_session_holds_a_transaction(gateway: Flask) -> None:
+    with gateway.test_request_context("/authorize"):
+        db.session.execute(db.select(db.literal(1)))  # the Session's transaction begun
+        assert open_own_connection() is None and own_connection() is None
+        db.session.rollback()
+        connection = open_own_connection()
+        try:
+            assert connection is not None and own_connection() is connection
+            assert open_own_connection() is None  # one at a time
+        finally:
+            from sso.db import close_own_connection
+
+            close_own_connection(connection)
+        assert own_connection() is None and db.engine.pool.checkedout() == 0
+
+
+def test_no_own_connection_on_sqlite(tmp_path: Any) -> None:
+    app = create_app(make_settings(tmp_path))
+    prepare(app)
+    with app.app_context(), app.test_request_context("/authorize"):
+        assert open_own_connection() is None
+        db.session.remove()
