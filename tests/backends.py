@@ -7,8 +7,10 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.conftest import skip_or_fail
+from tests.faults.tcp_proxy import TcpProxy
 
 PG_ADMIN = os.environ.get("SSO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("SSO_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -35,6 +37,17 @@ def pg_url() -> Iterator[str]:
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def pg_proxy(pg_url: str) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the test database: a test cuts and restores it (an outage)."""
+    url = make_url(pg_url)
+    forwarder = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
+    try:
+        yield forwarder
+    finally:
+        forwarder.close()
 
 
 @pytest.fixture

@@ -25,24 +25,14 @@ from sso.clients import create_client
 from sso.connectors.local import create_account
 from sso.db import DriverSQL, db, driver_connection, driver_execute
 from sso.models import AuditEvent
-from tests.backends import pg_url  # noqa: F401 - fixture
+from tests.backends import pg_proxy, pg_url  # noqa: F401 - fixtures
 from tests.conftest import USERNAME, Browser, IsolatedClient, Portal, make_settings, query_of
 from tests.faults.tcp_proxy import TcpProxy
 
 
 @pytest.fixture
-def proxy(pg_url: str) -> Iterator[TcpProxy]:  # noqa: F811
-    url = make_url(pg_url)
-    forwarder = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
-    try:
-        yield forwarder
-    finally:
-        forwarder.close()
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, pg_url: str, proxy: TcpProxy) -> Iterator[Flask]:  # noqa: F811
-    proxied = make_url(pg_url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+def gateway(tmp_path: Path, pg_url: str, pg_proxy: TcpProxy) -> Iterator[Flask]:  # noqa: F811
+    proxied = make_url(pg_url).set(host="127.0.0.1", port=pg_proxy.port).render_as_string(hide_password=False)
     app = create_app(make_settings(tmp_path, database_url=proxied, client_cache_ttl=60))
     app.test_client_class = IsolatedClient
     prepare(app)
@@ -69,18 +59,19 @@ def _signed_in(app: Flask) -> tuple[Browser, Portal, Portal]:
 
 @pytest.mark.postgres
 def test_a_hop_while_postgresql_is_cut_answers_503_and_the_next_one_after_works(
-    gateway: Flask, proxy: TcpProxy
+    gateway: Flask,
+    pg_proxy: TcpProxy,  # noqa: F811
 ) -> None:
     browser, _, social = _signed_in(gateway)
     events = db.session.execute(db.select(db.func.count()).select_from(AuditEvent)).scalar_one()
     db.session.commit()
-    proxy.cut()
+    pg_proxy.cut()
     # The pooled connection was used a moment ago, so it is not pinged: the hop's first
     # statement (on the driver) is the one that finds it dead.
     response = browser.authorize(social)
     assert response.status_code == 503, (response.status_code, response.text[:300])
     assert "temporarily_unavailable" in response.text and "code=" not in response.headers.get("Location", "")
-    proxy.restore()
+    pg_proxy.restore()
     response = browser.authorize(social)
     assert response.status_code == 302 and "code" in query_of(response.headers["Location"])
     db.session.rollback()

@@ -35,7 +35,7 @@ from sso import create_app
 from sso.bootstrap import prepare
 from sso.clients import create_client
 from sso.connectors.local import create_account
-from tests.backends import pg_url  # noqa: F401 - fixture
+from tests.backends import pg_proxy, pg_url  # noqa: F401 - fixtures
 from tests.conftest import PASSWORD, REDIRECT, USERNAME, Browser, IsolatedClient, Portal, basic, make_settings, redeem
 from tests.faults.tcp_proxy import TcpProxy
 
@@ -43,18 +43,8 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def proxy(pg_url: str) -> Iterator[TcpProxy]:  # noqa: F811
-    url = make_url(pg_url)
-    forwarder = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
-    try:
-        yield forwarder
-    finally:
-        forwarder.close()
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, pg_url: str, proxy: TcpProxy) -> Iterator[Flask]:  # noqa: F811
-    proxied = make_url(pg_url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+def gateway(tmp_path: Path, pg_url: str, pg_proxy: TcpProxy) -> Iterator[Flask]:  # noqa: F811
+    proxied = make_url(pg_url).set(host="127.0.0.1", port=pg_proxy.port).render_as_string(hide_password=False)
     # No client cache: every token request below needs the database (with the cache, a
     # portal looked up less than client_cache_ttl seconds ago is served from memory).
     app = create_app(make_settings(tmp_path, database_url=proxied, client_cache_ttl=0))
@@ -106,7 +96,7 @@ def issued(response: Any, *, refresh_token: bool = True) -> dict[str, Any]:
     return body  # type: ignore[no-any-return]
 
 
-def test_requests_fail_closed_while_cut_and_recover_after(gateway: Flask, portal: Portal, proxy: TcpProxy) -> None:
+def test_requests_fail_closed_while_cut_and_recover_after(gateway: Flask, portal: Portal, pg_proxy: TcpProxy) -> None:  # noqa: F811
     client = gateway.test_client()
     browser = Browser(client)
     code, verifier = browser.code_for(portal)
@@ -115,7 +105,7 @@ def test_requests_fail_closed_while_cut_and_recover_after(gateway: Flask, portal
     bearer = {"Authorization": "Bearer " + tokens["access_token"]}
     assert client.get("/userinfo", headers=bearer).status_code == 200
 
-    proxy.cut()
+    pg_proxy.cut()
     assert_503(client_credentials(client, portal))
     assert_503(refresh(client, portal, tokens["refresh_token"]))
     assert_503(client.get("/userinfo", headers=bearer))
@@ -125,7 +115,7 @@ def test_requests_fail_closed_while_cut_and_recover_after(gateway: Flask, portal
     assert client.get("/healthz").status_code == 200
     assert client.get("/.well-known/openid-configuration").status_code == 200
 
-    proxy.restore()  # no restart of the app
+    pg_proxy.restore()  # no restart of the app
     assert client.get("/readyz").status_code == 200
     assert client.get("/userinfo", headers=bearer).status_code == 200
     issued(client_credentials(client, portal), refresh_token=False)
@@ -136,7 +126,7 @@ def test_requests_fail_closed_while_cut_and_recover_after(gateway: Flask, portal
     assert_invalid_grant(redeem(client, portal, pending_code, pending_verifier))
 
 
-def test_requests_in_flight_during_the_cut(gateway: Flask, portal: Portal, proxy: TcpProxy) -> None:
+def test_requests_in_flight_during_the_cut(gateway: Flask, portal: Portal, pg_proxy: TcpProxy) -> None:  # noqa: F811
     """503 or complete, never a 500; a 503'd code or refresh token is usable once or not at all."""
     browser = Browser(gateway.test_client())
     setup = gateway.test_client()
@@ -197,9 +187,9 @@ def test_requests_in_flight_during_the_cut(gateway: Flask, portal: Portal, proxy
         thread.start()
     try:
         time.sleep(0.8)
-        proxy.cut()
+        pg_proxy.cut()
         time.sleep(1.0)
-        proxy.restore()
+        pg_proxy.restore()
         time.sleep(1.0)
     finally:
         stop.set()
