@@ -58,11 +58,11 @@ def _through_flask(app: Flask) -> WsgiClient:
     return WsgiClient(_lane(app).wsgi_app)
 
 
-def _comparable(response: Any) -> tuple[int, Any, dict[str, str | None]]:
+def _comparable(response: Any) -> tuple[str, Any, dict[str, str | None]]:
     body = json.loads(response.data)
     if isinstance(body, dict):
         body = {k: (k in FRESH) or v for k, v in body.items()}
-    return response.status_code, body, {name: response.headers.get(name) for name in COMPARED}
+    return response.status, body, {name: response.headers.get(name) for name in COMPARED}
 
 
 @pytest.fixture
@@ -384,3 +384,27 @@ def test_the_access_line_times_the_body_read_too(app: Flask, portal: Portal, mon
     body = b"grant_type=client_credentials"
     assert _raw(app, portal, body, **{"wsgi.input": _Trickle(body, 100, pause=0.2)})[0] == 200
     assert len(timed) == 1 and timed[0] >= 0.2
+
+
+def test_authlib_answers_reach_the_client_without_a_werkzeug_response(
+    app: Flask, client: Any, portal: Portal, tokens: dict[str, Any], monkeypatch: Any
+) -> None:
+    """The lane takes Authlib's JSON answers as (status line, headers, body): no Response built."""
+    from werkzeug.wrappers import Response as WerkzeugResponse
+
+    built: list[int] = []
+    real_init = WerkzeugResponse.__init__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(WerkzeugResponse, "__init__", counting)
+    issued = WsgiClient(app.wsgi_app).post("/token", data={"grant_type": "client_credentials"}, headers=basic(portal))
+    refused = WsgiClient(app.wsgi_app).post("/introspect", data={"token": "x"})  # invalid_client, 401
+    active = WsgiClient(app.wsgi_app).post("/introspect", data={"token": tokens["access_token"]}, headers=basic(portal))
+    # (the test client wraps each answer in its own response object: one each)
+    assert len(built) == 3
+    assert issued.status == "200 OK" and int(issued.headers["Content-Length"]) == len(issued.data)
+    assert refused.status == "401 UNAUTHORIZED" and refused.headers["WWW-Authenticate"].startswith("Basic")
+    assert active.get_json()["active"] is True

@@ -41,6 +41,7 @@ from werkzeug.wsgi import get_content_length, get_input_stream
 from .. import errors, logs, security
 from ..logs import REQUEST_ID_HEADER
 from .requests import GatewayRequest
+from .server import LANE_ANSWERS, LaneAnswer
 
 StartResponse = Callable[..., Any]
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -123,18 +124,21 @@ class ProtocolLane:
         ticket = logs.LANE_REQUEST.set(
             {"request_id": rid, "method": method, "endpoint": name, "remote_addr": environ.get("REMOTE_ADDR")}
         )
+        answers = LANE_ANSWERS.set(True)
         try:
             with self.app.app_context():
                 try:
                     response = self._answer(environ, path, method, form)
-                    headers = response.headers.to_wsgi_list()
                 except Exception as exc:  # noqa: BLE001 - the error handlers' answers, never a trace
                     response = errors.api_error(exc, method, path)
+                if isinstance(response, LaneAnswer):  # Authlib's JSON answers
+                    status, code, headers, body = response
+                else:  # userinfo's, the error handlers': a Response, taken apart in the app context
                     headers = response.headers.to_wsgi_list()
-                # The body now, inside the app context (these are JSON documents, never streamed).
-                status, code, body = response.status, response.status_code, response.get_data()
-                response.close()
+                    status, code, body = response.status, response.status_code, response.get_data()
+                    response.close()
         finally:
+            LANE_ANSWERS.reset(answers)
             logs.LANE_REQUEST.reset(ticket)
         headers.extend(security.EVERY_RESPONSE)
         headers.append((REQUEST_ID_HEADER, rid))
