@@ -662,6 +662,24 @@ def accounts_grant_admin(login: str) -> None:
     click.echo(f"account {login} is now an administrator")
 
 
+@accounts.command("revoke-admin")
+@click.argument("login")
+@with_app
+def accounts_revoke_admin(login: str) -> None:
+    """Take administrator rights away from this account (at once: /admin reads them on every request)."""
+    from . import audit
+    from .db import db
+
+    account = _account(login)
+    if not account.is_admin:
+        click.echo(f"account {login} is not an administrator")
+        return
+    account.is_admin = False
+    audit.record("account.admin_revoked", commit=False, account=account.id, via="cli")
+    db.session.commit()
+    click.echo(f"account {login} is no longer an administrator")
+
+
 @accounts.command("disable")
 @click.argument("login")
 @with_app

@@ -203,6 +203,24 @@ def test_accounts_create_admin_and_grant_admin(app: Flask, account: Any, cli_env
     assert audit_chain.verify(db.session).ok
 
 
+def test_revoke_admin_takes_the_pages_away_at_once_and_is_audited(
+    app: Flask, account: Any, cli_env: dict[str, str]
+) -> None:
+    run(cli_env, "accounts", "grant-admin", USERNAME)
+    client = signed_in(app)
+    assert client.get("/admin/stats").status_code == 200
+    assert "no longer an administrator" in run(cli_env, "accounts", "revoke-admin", USERNAME).stdout
+    assert "not an administrator" in run(cli_env, "accounts", "revoke-admin", USERNAME).stdout
+    assert "no account" in run(cli_env, "accounts", "revoke-admin", "nobody", code=1).output
+    # The same browser session, still signed in: no more admin pages.
+    assert client.get("/admin/stats").status_code == 403
+    db.session.expire_all()
+    assert db.session.execute(db.select(Account).filter_by(username=USERNAME)).scalar_one().is_admin is False
+    revoked = db.session.execute(db.select(AuditEvent).filter_by(event="account.admin_revoked")).scalars().all()
+    assert [e.detail["account"] for e in revoked] == [account.id]
+    assert audit_chain.verify(db.session).ok
+
+
 # ---- /admin/stats -------------------------------------------------------------------------
 
 
