@@ -626,16 +626,17 @@ def accounts_create(username: str, display_name: str, password: str, admin: bool
         _fail(f"username {username} is taken")
     account = create_account(username, password, display_name)
     if admin:
-        _make_admin(account)
+        _set_admin(account, True)
     click.echo(f"account {account.username} created" + (" (administrator)" if admin else ""))
 
 
-def _make_admin(account: Any) -> None:
+def _set_admin(account: Any, admin: bool) -> None:
     from . import audit
     from .db import db
 
-    account.is_admin = True
-    audit.record("account.admin_granted", commit=False, account=account.id, via="cli")
+    account.is_admin = admin
+    event = "account.admin_granted" if admin else "account.admin_revoked"
+    audit.record(event, commit=False, account=account.id, via="cli")
     db.session.commit()
 
 
@@ -658,7 +659,7 @@ def accounts_grant_admin(login: str) -> None:
     if account.is_admin:
         click.echo(f"account {login} is already an administrator")
         return
-    _make_admin(account)
+    _set_admin(account, True)
     click.echo(f"account {login} is now an administrator")
 
 
@@ -667,16 +668,11 @@ def accounts_grant_admin(login: str) -> None:
 @with_app
 def accounts_revoke_admin(login: str) -> None:
     """Take administrator rights away from this account (at once: /admin reads them on every request)."""
-    from . import audit
-    from .db import db
-
     account = _account(login)
     if not account.is_admin:
         click.echo(f"account {login} is not an administrator")
         return
-    account.is_admin = False
-    audit.record("account.admin_revoked", commit=False, account=account.id, via="cli")
-    db.session.commit()
+    _set_admin(account, False)
     click.echo(f"account {login} is no longer an administrator")
 
 

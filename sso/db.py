@@ -179,6 +179,16 @@ def close_own_connection(connection: Connection | None) -> None:
         return
     if _OWN.get() is connection:
         _OWN.set(None)
+    give_back(connection)
+
+
+def give_back(connection: Connection) -> None:
+    """Close a Core connection a request took for itself, whatever state it is in.
+
+    Rolled back unless committed; a close that fails (a dead connection) is logged
+    and the connection invalidated, so its pool slot is free at once.  The answer
+    already made stands.
+    """
     try:
         connection.close()
     except Exception as error:  # noqa: BLE001 - the answer stands; the connection is gone

@@ -16,7 +16,7 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import Response, current_app
 from werkzeug.http import HTTP_STATUS_CODES
 
-from ..db import db
+from ..db import db, give_back
 from ..errors import printable
 from ..models import Client
 from .requests import GatewayRequest
@@ -139,10 +139,7 @@ class AuthorizationServer(FlaskAuthorizationServer):
             claimed = getattr(request, "claim_connection", None)
             if claimed is not None:
                 request.claim_connection = None
-                try:
-                    claimed.close()
-                except Exception as error:  # noqa: BLE001 - the answer stands; the connection is gone
-                    log.warning("closing the claim's connection failed: %s", error.__class__.__name__)
+                give_back(claimed)
 
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         # Our own request type: URLs come from the issuer, and a stored
