@@ -221,6 +221,17 @@ class Gateway:
         for _ in range(16):
             assert requests.get(self.base + "/jwks", headers={"Connection": "close"}, timeout=10).status_code == 200
 
+    def warm_database(self) -> None:
+        """New connections, so every worker has connected to the database once.
+
+        A worker's first connection runs SQLAlchemy's dialect initialisation under a
+        lock; a query of it held at the proxy would keep the worker's other new
+        connections waiting on that lock, inside the worker but not at the proxy,
+        where InFlight counts requests in flight.
+        """
+        for _ in range(16):
+            assert requests.get(self.base + "/readyz", headers={"Connection": "close"}, timeout=10).status_code == 200
+
     def ready(self) -> bool:
         assert self.proc is not None
         assert self.proc.poll() is None, self.log_text()[-3000:]
@@ -302,6 +313,7 @@ class InFlight:
     def __init__(self, gw: Gateway, count: int) -> None:
         self.results: list[object] = []
         self._lock = threading.Lock()
+        gw.warm_database()
         before = gw.proxy.waiting
         gw.proxy.hold()
         self._threads = [threading.Thread(target=self._one, args=(gw,)) for _ in range(count)]
