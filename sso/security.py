@@ -21,14 +21,17 @@ _HTML_HEADERS = (
 )
 
 
+def missing(present: set[str], mimetype: str | None) -> list[tuple[str, str]]:
+    """The hardening headers a response of ``mimetype`` lacks (``present``: its header names, lower case)."""
+    wanted = _HTML_HEADERS if mimetype == "text/html" else EVERY_RESPONSE
+    return [(name, value) for name, value in wanted if name.lower() not in present]
+
+
 def init_app(app: Flask) -> None:
     @app.after_request
     def _harden(response: Response) -> Response:
         headers = response.headers
         # One pass over the names, then appends (setdefault scans the list twice per header).
-        present = {name.lower() for name in headers.keys()}
-        wanted = _HTML_HEADERS if response.mimetype == "text/html" else EVERY_RESPONSE
-        for name, value in wanted:
-            if name.lower() not in present:
-                headers.add(name, value)
+        for name, value in missing({name.lower() for name in headers.keys()}, response.mimetype):
+            headers.add(name, value)
         return response

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import json
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -45,9 +46,10 @@ MAX_COOKIE = 200
 RECORD_SYNC = 60
 
 
-def cookie_name() -> str:
+def cookie_name(development: bool | None = None) -> str:
+    """The session cookie's name (``development``: the settings' flag; None: this app's)."""
     # RFC 6265bis §4.1.3.2: __Host- pins the cookie to this host, https and path "/".
-    return "sso_session" if _dev() else "__Host-sso_session"
+    return "sso_session" if (_dev() if development is None else development) else "__Host-sso_session"
 
 
 @dataclass
@@ -109,8 +111,15 @@ def _ttl(session: BrowserSession) -> int:
     return max(1, min(s.session_idle_timeout, remaining))
 
 
+# The session cookie's value when sso.oidc.hop serves a request without Flask's
+# request cycle (None: read it from Flask's request).
+LANE_COOKIE: ContextVar[str | None] = ContextVar("sso_lane_session_cookie", default=None)
+
+
 def _parse_cookie() -> tuple[str, str] | None:
-    raw = request.cookies.get(cookie_name(), "")
+    raw = LANE_COOKIE.get()
+    if raw is None:
+        raw = request.cookies.get(cookie_name(), "")
     if not raw or len(raw) > MAX_COOKIE or raw.count(".") != 1:
         return None
     handle, secret = raw.split(".")

@@ -14,6 +14,7 @@ from .grants import (
     RefreshTokenGrant,
     S256CodeChallenge,
 )
+from .hop import HopLane
 from .lane import ProtocolLane
 from .server import AuthorizationServer, GatewayIssuer
 from .static import StaticDocuments
@@ -43,9 +44,10 @@ def init_app(app: Flask) -> None:
         return gateway.keys.jwks_document()  # type: ignore[no-any-return]
 
     # Discovery and JWKS in front of Flask (sso.oidc.static), then the protocol calls
-    # (sso.oidc.lane): the same answers, without Flask's request cycle.
+    # (sso.oidc.lane) and the SSO hop (sso.oidc.hop): the same answers, without
+    # Flask's request cycle.
     app.wsgi_app = StaticDocuments(  # type: ignore[method-assign]
-        ProtocolLane(app, app.wsgi_app), lambda: app.config["SSO_DISCOVERY"], jwks
+        ProtocolLane(app, HopLane(app, app.wsgi_app)), lambda: app.config["SSO_DISCOVERY"], jwks
     )
 
     from .views import bp

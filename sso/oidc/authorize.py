@@ -120,6 +120,11 @@ def error_response(error: OAuth2Error, state: str | None) -> Response:
     return redirect(add_params_to_uri(redirect_uri, params), code=302)
 
 
+def _no_page(status: int, error: str, description: str) -> None:
+    """What the hop's lane answers in place of an error page: nothing (Flask makes the page)."""
+    return None
+
+
 # ---- the endpoint -------------------------------------------------------------------
 
 
@@ -137,15 +142,19 @@ def _end_user(
     standing, remembered = consent.standing_with_consent(session.account_id, client_id)
     if standing is None or standing.status != "active":
         return None, "self-asserted", None
-    return Authorization(
-        account_id=session.account_id,
-        grant_id="",
-        sid=session.sid,
-        auth_time=session.auth_time,
-        acr=session.acr,
-        amr=list(session.amr),
-        acting=session.acting,
-    ), standing.assurance, remembered
+    return (
+        Authorization(
+            account_id=session.account_id,
+            grant_id="",
+            sid=session.sid,
+            auth_time=session.auth_time,
+            acr=session.acr,
+            amr=list(session.amr),
+            acting=session.acting,
+        ),
+        standing.assurance,
+        remembered,
+    )
 
 
 def _interaction_needed(
@@ -170,29 +179,32 @@ def _interaction_needed(
     return redirect(url_for(consent.PROMPT_PAGES[prompt.kind], interaction=uid))
 
 
-def _check_client_and_redirect_uri(oauth_request: GatewayRequest, datalist: dict[str, list[str]]) -> Response | str:
+def _check_client_and_redirect_uri(
+    oauth_request: GatewayRequest, datalist: dict[str, list[str]], lane: bool = False
+) -> Response | str | None:
     """The checks whose failure must never redirect (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6).
 
     Done here, before Authlib, so that no value the client sent ends up in an
     Authlib error text (which refuses non-ASCII with a ValueError).  Returns the
-    validated redirect URI, or the error page.  ``datalist``: the request's
-    parameters, each with all its values.
+    validated redirect URI, or the error page (``lane``: None, no page made).
+    ``datalist``: the request's parameters, each with all its values.
     """
+    page = _no_page if lane else error_page
     # A repeated 'state' cannot be echoed "exactly as received" (RFC 6749 §4.1.2.1).
     for key in ("client_id", "redirect_uri", "state"):
         if len(datalist.get(key, [])) > 1:
-            return error_page(400, "invalid_request", f"The '{key}' parameter is repeated.")
+            return page(400, "invalid_request", f"The '{key}' parameter is repeated.")
     client_id = oauth_request.payload.client_id
     if not client_id:
-        return error_page(400, "invalid_request", "The 'client_id' parameter is missing.")
+        return page(400, "invalid_request", "The 'client_id' parameter is missing.")
     client = _gateway().server.query_client(client_id)
     if client is None:
-        return error_page(400, "invalid_client", "The client does not exist on this server.")
+        return page(400, "invalid_client", "The client does not exist on this server.")
     redirect_uri = oauth_request.payload.redirect_uri
     if not redirect_uri:
-        return error_page(400, "invalid_request", "The 'redirect_uri' parameter is missing.")
+        return page(400, "invalid_request", "The 'redirect_uri' parameter is missing.")
     if not client.check_redirect_uri(redirect_uri):
-        return error_page(400, "invalid_request", "The 'redirect_uri' is not registered for this client.")
+        return page(400, "invalid_request", "The 'redirect_uri' is not registered for this client.")
     return redirect_uri  # type: ignore[no-any-return]
 
 
@@ -235,10 +247,18 @@ def _check_parameters(oauth_request: GatewayRequest, redirect_uri: str, datalist
         raise InvalidRequestError("The 'openid' scope is required.", redirect_uri=redirect_uri)
 
 
-def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None) -> Response:
+def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None, *, lane: bool = False) -> Response:
+    """The answer to an authorization request (``interaction_id``: resumed after a page).
+
+    ``lane=True`` (sso.oidc.hop, outside Flask's request cycle): only the SSO hop is
+    answered, a code for a signed-in browser that needs no page; for anything else
+    None, with nothing written, and the caller hands the request to Flask.
+    """
     # The session's sliding expiry (and a stale record's sync) is written once, at the
     # end: with the portal it joins when a code is issued, or on its own (settle).
     session = browser_session.current(defer=True)
+    if lane and session is None:
+        return None  # type: ignore[return-value]
     # On PostgreSQL + psycopg, the request's database work (the account with its
     # consent, the record's write-back, the audit append, and whatever rare path they
     # take: a missing record, a missing chain head) runs on a Core connection of its
@@ -248,8 +268,9 @@ def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None) 
     # already in a transaction, None: the Session, as before.
     connection = open_own_connection() if session is not None else None
     try:
-        response = _authorize(oauth_request, session, interaction_id)
-        browser_session.settle(session)
+        response = _authorize(oauth_request, session, interaction_id, lane)
+        if response is not None:
+            browser_session.settle(session)
     finally:
         close_own_connection(connection)
     return response
@@ -259,26 +280,30 @@ def _authorize(
     oauth_request: GatewayRequest,
     session: browser_session.BrowserSession | None,
     interaction_id: str | None,
-) -> Response:
+    lane: bool = False,
+) -> Response | None:
+    """``lane``: None instead of any answer but a code (see :func:`authorize`), before any write."""
     server = _gateway().server
     state = oauth_request.payload.data.get("state")
     requested_client = oauth_request.payload.client_id
     end_user, account_assurance, remembered = _end_user(session, requested_client)
     if end_user is None and session is not None:
+        if lane:
+            return None
         # Its account is gone or disabled: no session, and it is not written back
         # (its idle expiry does not slide).
         browser_session.forget()
         session = None
     datalist = oauth_request.payload.datalist  # built on each use: once here for both checks
-    checked = _check_client_and_redirect_uri(oauth_request, datalist)
-    if isinstance(checked, Response):
+    checked = _check_client_and_redirect_uri(oauth_request, datalist, lane)
+    if not isinstance(checked, str):
         return checked
     try:
         _check_parameters(oauth_request, checked, datalist)
         grant = server.get_consent_grant(oauth_request, end_user=end_user)
         redirect_uri = grant.redirect_uri
     except OAuth2Error as error:
-        return error_response(error, state)
+        return None if lane else error_response(error, state)
 
     client: Client = grant.client
     interaction = load_interaction(interaction_id) if interaction_id else None
@@ -293,6 +318,8 @@ def _authorize(
     )
     prompt = consent.decide(ctx)
     if prompt is not None:
+        if lane:
+            return None
         return _interaction_needed(oauth_request, prompt, interaction, interaction_id, client, redirect_uri, state)
 
     assert session is not None and end_user is not None
@@ -302,6 +329,8 @@ def _authorize(
     response = server.create_authorization_response(oauth_request, grant_user=end_user, grant=grant)
     code_entry = getattr(oauth_request, "code_entry", None) if response.status_code == 302 else None
     issued = code_entry is not None
+    if lane and not issued:
+        return None  # an error redirect (nothing stored: the code write was deferred)
     if response.status_code == 302:
         # The session record's row first, the audit chain's head after (the chain's lock
         # order), and one commit for both when a code was issued.  One store write for
@@ -318,6 +347,8 @@ def _authorize(
             # recorded; the request is answered as one without a session.
             rollback_unit()  # the Session's, or the request's own connection's
             browser_session.forget()
+            if lane:
+                return None
             log.info("authorize client=%s: the session ended during the request", client.client_id)
             login = consent.Prompt("login", "no_session")
             return _interaction_needed(oauth_request, login, interaction, interaction_id, client, redirect_uri, state)
@@ -350,6 +381,4 @@ def deny(interaction_id: str) -> Response:
         return error_response(error, oauth_request.payload.data.get("state"))
     from authlib.oauth2.rfc6749.errors import AccessDeniedError
 
-    return error_response(
-        AccessDeniedError(redirect_uri=redirect_uri), oauth_request.payload.data.get("state")
-    )
+    return error_response(AccessDeniedError(redirect_uri=redirect_uri), oauth_request.payload.data.get("state"))
