@@ -17,6 +17,8 @@ from babel import support
 from flask import Flask
 from flask_wtf.i18n import translations as flask_wtf_translations
 from sqlalchemy import event
+from wtforms import StringField
+from wtforms.validators import DataRequired
 
 from sso.db import db
 from sso.oidc.authorize import INTERACTION
@@ -41,16 +43,29 @@ def wtforms_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return loads
 
 
-def test_wtforms_catalogue_is_read_once_per_locale(client, wtforms_loads):
+def test_wtforms_catalogue_is_read_once_per_locale(app: Flask, client, wtforms_loads):
     for _ in range(3):
         assert client.get("/login").status_code == 200
     assert wtforms_loads == []  # the page itself needs no WTForms message
     token = csrf_from(client.get("/login").get_data(as_text=True))
-    for _ in range(3):  # a validator's message needs the catalogue
+    for _ in range(2):  # nor does a sign-in, even a refused one: no WTForms form is built for it
         assert client.post("/login", data={"csrf_token": token, "username": ""}).status_code == 400
+    assert wtforms_loads == []
+
+    class Required(forms.PageForm):
+        class Meta:
+            csrf = False
+
+        name = StringField(validators=[DataRequired()])
+
+    # A validator's message needs the catalogue: read once per locale (a request of its own each).
+    for _ in range(3):
+        with app.app_context(), app.test_request_context("/consent", method="POST", data={"name": ""}):
+            assert not Required().validate_on_submit()
     assert len(wtforms_loads) == 1 and wtforms_loads[0].startswith("zh")
     for _ in range(2):
-        assert client.post("/login?lang=en", data={"csrf_token": token, "username": ""}).status_code == 400
+        with app.app_context(), app.test_request_context("/consent?lang=en", method="POST", data={"name": ""}):
+            assert not Required().validate_on_submit()
     assert wtforms_loads[1:] == ["en"]
 
 

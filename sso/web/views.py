@@ -20,7 +20,7 @@ from ..identifiers import InvalidIdentifier, validate_resident_id
 from ..models import Account, Client
 from ..oidc import authorize as authorize_flow
 from . import lang_url, request_interaction
-from .forms import ConsentForm, LoginForm
+from .forms import ConsentForm, LoginFields, LoginForm
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
 
@@ -106,7 +106,7 @@ class _Skeleton:
     base: Any
 
 
-def _login_fields(form: LoginForm) -> dict[str, str]:
+def _login_fields(form: LoginFields | LoginForm) -> dict[str, str]:
     """The per-request values of the login page (the template's ``fields``)."""
     uid = form.interaction.data
     return {
@@ -150,7 +150,7 @@ def _login_skeleton(client: Client | None, error: str | None) -> _Skeleton | Non
     return skeleton
 
 
-def _login_html(form: LoginForm, client: Client | None, error: str | None) -> str:
+def _login_html(form: LoginFields | LoginForm, client: Client | None, error: str | None) -> str:
     """The login page: the same bytes as rendering login.html, from the skeleton."""
     fields = _login_fields(form)
     skeleton = _login_skeleton(client, error)
@@ -167,7 +167,7 @@ def _login_html(form: LoginForm, client: Client | None, error: str | None) -> st
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response:
-    form = LoginForm()
+    form = LoginFields()  # LoginForm's reading, checks and token, without building a WTForms form
     uid = request.values.get("interaction") or None
     interaction = request_interaction(uid)
     if uid and interaction is None:

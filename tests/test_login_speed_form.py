@@ -1,0 +1,171 @@
+"""The login view reads its form without building a WTForms form (sso.web.forms.LoginFields).
+
+LoginFields must read, check and sign exactly as LoginForm (Flask-WTF) does: the
+same field values for every shape of request, the same ``validate_on_submit``
+answer (DataRequired + Length on username and password, the CSRF token when
+CSRFProtect did not check it), the same CSRF token.  Each case here is asked of
+both, in the same request.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from flask import Flask, g, session
+from flask_wtf import csrf as flask_wtf_csrf
+from wtforms import Form
+
+from sso.web.forms import LoginFields, LoginForm
+
+from .conftest import PASSWORD, USERNAME, csrf_from
+
+TOKEN = "<token>"  # replaced by a valid token of the request's session
+FILE = "<file>"  # replaced by an uploaded file (a new one per request)
+
+CASES: list[tuple[str, dict[str, Any]]] = [
+    ("get", {"method": "GET"}),
+    ("get-with-query", {"method": "GET", "query_string": "username=x&interaction=u"}),
+    ("ok", {"data": {"csrf_token": TOKEN, "interaction": "u1", "username": "zhang", "password": "pw"}}),
+    ("no-interaction", {"data": {"csrf_token": TOKEN, "username": "zhang", "password": "pw"}}),
+    ("empty-username", {"data": {"csrf_token": TOKEN, "username": "", "password": "pw"}}),
+    ("blank-username", {"data": {"csrf_token": TOKEN, "username": " \t ", "password": "pw"}}),
+    ("blank-password", {"data": {"csrf_token": TOKEN, "username": "zhang", "password": "   "}}),
+    ("no-password", {"data": {"csrf_token": TOKEN, "username": "zhang"}}),
+    ("nothing", {"data": {}}),
+    ("username-64", {"data": {"csrf_token": TOKEN, "username": "u" * 64, "password": "pw"}}),
+    ("username-65", {"data": {"csrf_token": TOKEN, "username": "u" * 65, "password": "pw"}}),
+    ("password-256", {"data": {"csrf_token": TOKEN, "username": "zhang", "password": "p" * 256}}),
+    ("password-257", {"data": {"csrf_token": TOKEN, "username": "zhang", "password": "p" * 257}}),
+    ("unicode", {"data": {"csrf_token": TOKEN, "username": "张三", "password": "密码"}}),
+    ("repeated", {"data": {"csrf_token": TOKEN, "username": ["first", "second"], "password": ["", "pw"]}}),
+    ("no-token", {"data": {"username": "zhang", "password": "pw"}}),
+    ("bad-token", {"data": {"csrf_token": "forged", "username": "zhang", "password": "pw"}}),
+    (
+        "multipart-file",
+        {
+            "data": {"csrf_token": TOKEN, "username": "zhang", "password": "pw", "other": FILE},
+            "content_type": "multipart/form-data",
+        },
+    ),
+    (
+        "file-as-username",
+        {"data": {"csrf_token": TOKEN, "username": FILE, "password": "pw"}, "content_type": "multipart/form-data"},
+    ),
+    (
+        "json",
+        {"json_body": {"csrf_token": TOKEN, "interaction": "u2", "username": "zhang", "password": "pw"}},
+    ),
+    ("json-empty-username", {"json_body": {"csrf_token": TOKEN, "username": "", "password": "pw"}}),
+    ("json-null", {"json_body": {"csrf_token": TOKEN, "username": None, "password": "pw"}}),
+    ("json-number", {"json_body": {"csrf_token": TOKEN, "username": 12345, "password": "pw"}}),
+    ("json-zero", {"json_body": {"csrf_token": TOKEN, "username": 0, "password": "pw"}}),
+    ("put", {"method": "PUT", "data": {"csrf_token": TOKEN, "username": "zhang", "password": "pw"}}),
+]
+
+
+def _outcome(make: Any) -> tuple[Any, ...]:
+    try:
+        form = make()
+        fields = (form.csrf_token, form.interaction, form.username, form.password)
+        # An uploaded file is compared by what it is (each request has its own object).
+        values = tuple(f.data if f.data is None or isinstance(f.data, str | int) else repr(f.data) for f in fields)
+    except Exception as exc:  # noqa: BLE001 - the kind of failure is what is compared
+        return ("raised on build", type(exc))
+    try:
+        return (*values, form.validate_on_submit())
+    except Exception as exc:  # noqa: BLE001
+        return (*values, "raised on validate", type(exc))
+
+
+def _request(app: Flask, spec: dict[str, Any], token: str, raw: str) -> Any:
+    spec = dict(spec)
+    method = spec.pop("method", "POST")
+    data = spec.pop("data", None)
+    body = spec.pop("json_body", None)
+    if data is not None:
+        data = {k: (token if v == TOKEN else (io.BytesIO(b"x"), "x.txt") if v == FILE else v) for k, v in data.items()}
+    kwargs: dict[str, Any] = {"method": method, **spec}
+    if body is not None:
+        body = {k: (token if v == TOKEN else v) for k, v in body.items()}
+        kwargs.update(data=json.dumps(body), content_type="application/json")
+    elif data is not None:
+        kwargs["data"] = data
+    ctx = app.test_request_context("/login", **kwargs)
+    ctx.push()
+    session["csrf_token"] = raw  # the browser's CSRF secret, as its cookie would bring it
+    return ctx
+
+
+@pytest.mark.parametrize("checked_by_csrfprotect", [True, False], ids=["csrfprotect-checked", "unchecked"])
+@pytest.mark.parametrize(("name", "spec"), CASES, ids=[c[0] for c in CASES])
+def test_login_fields_read_and_check_as_login_form(
+    app: Flask, name: str, spec: dict[str, Any], checked_by_csrfprotect: bool
+):
+    with app.app_context(), app.test_request_context("/login"):
+        token = flask_wtf_csrf.generate_csrf()
+        raw = session["csrf_token"]
+    answers = []
+    for make in (LoginForm, LoginFields):
+        with app.app_context():
+            ctx = _request(app, spec, token, raw)
+            try:
+                if checked_by_csrfprotect:
+                    g.csrf_valid = True
+                answers.append(_outcome(make))
+            finally:
+                ctx.pop()
+    assert answers[0] == answers[1]
+    if name == "ok":
+        assert answers[1][-1] is True
+    if name in ("username-65", "password-257", "blank-username", "no-password"):
+        assert answers[1][-1] is False
+    if name in ("bad-token", "no-token"):
+        assert answers[1][-1] is (True if checked_by_csrfprotect else False)
+
+
+def test_the_token_is_the_one_flask_wtf_makes_and_made_once(app: Flask, monkeypatch: pytest.MonkeyPatch):
+    made: list[int] = []
+    real = flask_wtf_csrf.generate_csrf
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flask_wtf_csrf, "generate_csrf", counted)
+    with app.app_context(), app.test_request_context("/login"):
+        fields = LoginFields()
+        assert made == []  # not made until shown
+        token = fields.csrf_token.current_token
+        assert token == fields.csrf_token.current_token == LoginForm(formdata=None).csrf_token.current_token
+        assert len(made) == 2  # one each (Flask-WTF keeps the request's token on g: the same)
+        flask_wtf_csrf.validate_csrf(token)
+
+
+def test_the_login_view_builds_no_wtforms_form(client, account, monkeypatch: pytest.MonkeyPatch):
+    built: list[str] = []
+    real = Form.__init__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(type(self).__name__)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Form, "__init__", counted)
+    page = client.get("/login")
+    assert page.status_code == 200
+    token = csrf_from(page.text)
+    assert client.post("/login", data={"csrf_token": token, "username": "", "password": "x"}).status_code == 400
+    failed = client.post("/login", data={"csrf_token": token, "username": USERNAME, "password": "wrong"})
+    assert failed.status_code == 401
+    ok = client.post("/login", data={"csrf_token": csrf_from(failed.text), "username": USERNAME, "password": PASSWORD})
+    assert ok.status_code == 302
+    assert built == []
+
+
+def test_a_forged_token_is_still_refused_before_the_view(client, account):
+    client.get("/login")
+    answer = client.post("/login", data={"csrf_token": "forged", "username": USERNAME, "password": PASSWORD})
+    assert answer.status_code == 400
+    assert "Location" not in answer.headers
