@@ -17,7 +17,8 @@ from sqlalchemy import bindparam, select, update
 
 from .connectors.base import PersonLookup, PersonRecord
 from .connectors.local import PASSWORDS
-from .db import DriverSQL, db, driver_connection, driver_execute
+from .db import DriverSQL, db, driver_connection, driver_execute, unit
+from .db import commit as commit_unit
 from .identifiers import InvalidIdentifier, mask_resident_id, validate_resident_id
 from .models import Account, utcnow
 
@@ -207,11 +208,13 @@ def login_account(login: str) -> LoginAccount | None:
 def set_password_hash(account_id: str, password_hash: str) -> None:
     """Store a new hash of the account's password (a rehash at new parameters) and commit.
 
-    A Core UPDATE through the session, so revocation tracking sees the write as it
-    saw the ORM's flush (``UPDATE accounts ... WHERE accounts.id = ...``).
+    A Core UPDATE through SQLAlchemy, so revocation tracking sees the write as it
+    saw the ORM's flush (``UPDATE accounts ... WHERE accounts.id = ...``): on the
+    request's own connection while one is open (a sign-in's, sso.web.views), else
+    through the session.
     """
-    db.session.execute(_SET_PASSWORD_HASH, {"b_id": account_id, "b_password_hash": password_hash})
-    db.session.commit()
+    unit().execute(_SET_PASSWORD_HASH, {"b_id": account_id, "b_password_hash": password_hash})
+    commit_unit()
 
 
 def register_citizen(person: VerifiedPerson, password: str, phone: str | None) -> Account:

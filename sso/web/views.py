@@ -14,7 +14,8 @@ from markupsafe import Markup, escape
 
 from .. import assurance, audit, consent, throttle
 from .. import session as browser_session
-from ..db import db
+from ..connectors.local import LocalAccounts
+from ..db import close_own_connection, db, open_own_connection
 from ..errors import error_page
 from ..identifiers import InvalidIdentifier, validate_resident_id
 from ..models import Account, Client
@@ -173,13 +174,12 @@ def login() -> Response:
     if uid and interaction is None:
         form.csrf_token.current_token  # noqa: B018 - as before: the CSRF secret is set for the next page
         return error_page(400, "invalid_request", _("This sign-in request has expired. Start again from the portal."))
-    client = _page_client(interaction)
     if request.method == "GET":
         form.interaction.data = uid or ""
         form.username.data = _login_hint(interaction)
-        return _html(_login_html(form, client, None))
+        return _html(_login_html(form, _page_client(interaction), None))
     if not form.validate_on_submit():
-        return _html(_login_html(form, client, _("Please fill in both fields.")), 400)
+        return _html(_login_html(form, _page_client(interaction), _("Please fill in both fields.")), 400)
     connector = _gateway().connectors.default
     # Checked before the password, keyed by the name as typed: an unknown name
     # is throttled exactly like a real account.
@@ -187,6 +187,28 @@ def login() -> Response:
     if not verdict.allowed:
         back = url_for("web.login", interaction=uid) if uid else url_for("web.login")
         return throttle.too_many(verdict, back_url=back)
+    # On PostgreSQL + psycopg the sign-in's database work (the account's read, the
+    # session's record, the audit row and their commit; a rehash commits on its own)
+    # runs on a Core connection of the request's own, in one transaction, not
+    # through the ORM Session: the record is one INSERT statement, not an object
+    # flushed by the unit of work (sso.db.open_own_connection, as the SSO hop).
+    # Always given back, rolled back unless committed.  Elsewhere (SQLite, another
+    # connector, the Session already in a transaction): the Session, as before.
+    connection = open_own_connection() if isinstance(connector, LocalAccounts) else None
+    try:
+        return _sign_in(form, connector, verdict, uid, interaction)
+    finally:
+        close_own_connection(connection)
+
+
+def _sign_in(
+    form: LoginFields,
+    connector: Any,
+    verdict: throttle.Verdict,
+    uid: str | None,
+    interaction: dict | None,  # type: ignore[type-arg]
+) -> Response:
+    """The password check and what follows it: the session and its audit row, or the failure."""
     identity = connector.login(form.username.data, form.password.data)
     if identity is None:
         throttle.failure(verdict)
@@ -194,7 +216,7 @@ def login() -> Response:
         # One message for unknown account and wrong password: no account enumeration.
         message = _("The username or password is incorrect.")
         form.username.data = _echo_safe(form.username.data)
-        return _html(_login_html(form, client, message), 401)
+        return _html(_login_html(form, _page_client(interaction), message), 401)
     throttle.success(verdict)
     new_session = browser_session.BrowserSession(
         account_id=identity.subject,
