@@ -169,3 +169,23 @@ def test_a_forged_token_is_still_refused_before_the_view(client, account):
     answer = client.post("/login", data={"csrf_token": "forged", "username": USERNAME, "password": PASSWORD})
     assert answer.status_code == 400
     assert "Location" not in answer.headers
+
+
+UIDS = [None, "", "Abc-123_x", "odd\"<b>&'uid", "a b+c/d?e=f#g&h", "中文-ü", "!$'()*,/:;?@[]~%"]
+
+
+@pytest.mark.parametrize("script_root", ["", "/sso"])
+@pytest.mark.parametrize("uid", UIDS, ids=[repr(u) for u in UIDS])
+def test_the_page_links_are_the_ones_url_for_builds(app: Flask, uid: str | None, script_root: str):
+    from flask import url_for
+
+    from sso.web import views
+
+    for _ in range(2):  # the paths asked of url_for, then kept
+        with app.app_context(), app.test_request_context("/login", base_url="http://localhost" + script_root):
+            assert views._login_hrefs(uid) == (
+                url_for("web.login", interaction=uid or None),
+                url_for("web.login", interaction=uid or None, principal="legal"),
+                url_for("register.start", interaction=uid) if uid else url_for("register.start"),
+            )
+            assert views._login_hrefs(uid)[0].startswith(script_root + "/login")
