@@ -1,4 +1,4 @@
-"""The SSO hop served without Flask's request cycle (sso.oidc.hop).
+"""The SSO hop and the resumed request served without Flask's request cycle (sso.oidc.hop).
 
 A signed-in browser's ``GET /authorize`` for a portal it may use without a page must
 skip Flask (no ``request_started``) and answer what the Flask view answers: a 302 to
@@ -215,3 +215,32 @@ def test_a_failure_in_the_lane_is_flasks_error_page_and_the_hop_is_not_retried(
     again = browser.authorize(portals["social"])
     assert again.status_code == 302 and "code" in query_of(again.headers["Location"])
     assert urlsplit(again.headers["Location"]).netloc == "social.example"
+
+
+def test_the_request_resumed_after_login_skips_flask_and_its_code_redeems(gateway: Flask, hits: list[str]) -> None:
+    from sso.connectors.local import create_account
+
+    portal = _portal("tax")
+    create_account("bob", "correct horse battery staple", "Bob")
+    consent_given = Browser(gateway.test_client())
+    verifier, challenge = pkce_pair()
+    page = consent_given.authorize(portal, code_challenge=challenge, code_challenge_method="S256")
+    done = consent_given.login(page.headers["Location"], "bob", "correct horse battery staple")
+    resume = done.headers["Location"]
+    assert urlsplit(resume).path == "/authorize/resume"
+    hits.clear()
+    consent_page = consent_given.client.get(resume)  # not consented yet: the page, from Flask
+    assert hits == ["/authorize/resume"] and consent_page.headers["Location"].startswith("/consent?")
+    hits.clear()
+    back = consent_given.consent(consent_page.headers["Location"])
+    assert urlsplit(back.headers["Location"]).path == "/authorize/resume"
+    hits.clear()
+    answer = consent_given.client.get(back.headers["Location"])
+    assert hits == []  # the code, without Flask
+    assert answer.status_code == 302 and answer.headers["Location"].startswith(portal.redirect_uri + "?")
+    code = query_of(answer.headers["Location"])["code"]
+    assert redeem(gateway.test_client(), portal, code, verifier).status_code == 200
+    # The interaction is used up: resuming it again is Flask's error page.
+    again = consent_given.client.get(back.headers["Location"])
+    assert hits == ["/authorize/resume"] and again.status_code == 400
+    assert "text/html" in again.headers["Content-Type"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from authlib.common.urls import add_params_to_uri
@@ -64,8 +65,12 @@ def save_interaction(oauth_request: GatewayRequest, prompt: consent.Prompt) -> s
 _LOADED = "sso_loaded_interactions"
 
 
+# The same, for a request sso.oidc.hop serves (it has no request context): set by it.
+LANE_LOADED: ContextVar[dict[str, dict[str, Any] | None] | None] = ContextVar("sso_lane_interactions", default=None)
+
+
 def _loaded() -> dict[str, dict[str, Any] | None] | None:
-    return g.setdefault(_LOADED, {}) if has_request_context() else None  # type: ignore[no-any-return]
+    return g.setdefault(_LOADED, {}) if has_request_context() else LANE_LOADED.get()  # type: ignore[no-any-return]
 
 
 def load_interaction(uid: str | None) -> dict[str, Any] | None:

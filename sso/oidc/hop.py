@@ -4,15 +4,16 @@
 without a page (consented, nothing to ask), is the call a federation makes most
 after the protocol calls of sso.oidc.lane, and Flask's request machinery (request
 context, URL matching, the before/after hooks, finalising the response) was about
-a sixth of it.  ``HopLane`` wraps the WSGI app and answers such a request through
-the **same** code the Flask view runs (``sso.oidc.authorize.authorize`` with
-``lane=True``), in an application context, with the headers the hooks give the
+a sixth of it.  The same goes for ``GET /authorize/resume``, the request resumed
+after the login or consent page.  ``HopLane`` wraps the WSGI app and answers such
+a request through the **same** code the Flask views run (``sso.oidc.authorize.authorize``
+with ``lane=True``), in an application context, with the headers the hooks give the
 Flask route (the page headers of sso.security, ``X-Request-Id``), the same
 metrics and access line (``logs.access``), and the request's id and client address
 on its log lines and audit row (``logs.LANE_REQUEST``).
 
-Everything else goes to Flask, and so do the hop's other outcomes, decided before
-anything is written: no session, a page to show (login, consent, step-up), an
+Everything else goes to Flask, and so do the other outcomes, decided before
+anything is written: no session, an expired interaction, a page to show (login, consent, step-up), an
 error page or error redirect, a session that ended meanwhile.  An exception goes
 to Flask as well, which then answers the request as it always did (the error
 page, or a code if the cause has gone).  Requests Flask parses differently are
@@ -40,9 +41,10 @@ from . import authorize as authorize_flow
 from .requests import GatewayRequest
 
 StartResponse = Callable[..., Any]
-ENDPOINT = "oidc.authorize"
 _ENVIRON_REQUEST_ID = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
 _NO_FORM: ImmutableMultiDict = ImmutableMultiDict()  # type: ignore[type-arg]
+# The paths taken, with their Flask endpoint names (for metrics and the access line).
+_ENDPOINTS = {"/authorize": "oidc.authorize", "/authorize/resume": "oidc.authorize_resume"}
 
 
 def _args(query: str) -> ImmutableMultiDict | None:  # type: ignore[type-arg]
@@ -63,8 +65,9 @@ class HopLane:
         self.cookie = browser_session.cookie_name(bool(app.extensions["sso"].settings.development))
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO")
         if (
-            environ.get("PATH_INFO") != "/authorize"
+            path not in _ENDPOINTS
             or environ.get("REQUEST_METHOD") != "GET"
             or "HTTP_COOKIE" not in environ
             or not environ.get("QUERY_STRING")
@@ -78,16 +81,17 @@ class HopLane:
         if args is None or "lang" in args:
             return self.wsgi_app(environ, start_response)
         rid = logs.request_id_from(environ.get(_ENVIRON_REQUEST_ID))
+        endpoint = _ENDPOINTS[path]
         ticket = logs.LANE_REQUEST.set(
-            {"request_id": rid, "method": "GET", "endpoint": ENDPOINT, "remote_addr": environ.get("REMOTE_ADDR")}
+            {"request_id": rid, "method": "GET", "endpoint": endpoint, "remote_addr": environ.get("REMOTE_ADDR")}
         )
         cookie_ticket = browser_session.LANE_COOKIE.set(cookie)
+        loaded_ticket = authorize_flow.LANE_LOADED.set({})  # interactions read once per request
         answer = failure = None
         try:
             with self.app.app_context():
                 try:
-                    oauth_request = GatewayRequest("GET", "/authorize", args, _NO_FORM, EnvironHeaders(environ))
-                    response = authorize_flow.authorize(oauth_request, lane=True)
+                    response = self._answer(path, args, environ)
                 except Exception as exc:  # noqa: BLE001 - answered by Flask's error handlers below
                     response, failure = None, exc
                 if response is not None:
@@ -97,6 +101,7 @@ class HopLane:
                     answer = response.status, response.status_code, headers, response.get_data()
                     response.close()
         finally:
+            authorize_flow.LANE_LOADED.reset(loaded_ticket)
             browser_session.LANE_COOKIE.reset(cookie_ticket)
             logs.LANE_REQUEST.reset(ticket)
         # After the application context ended: Flask starts from a clean one.
@@ -107,8 +112,21 @@ class HopLane:
         status, code, headers, body = answer
         headers.append((REQUEST_ID_HEADER, rid))
         start_response(status, headers)
-        logs.access(ENDPOINT, "GET", code, rid, time.perf_counter() - started)
+        logs.access(endpoint, "GET", code, rid, time.perf_counter() - started)
         return [body]
+
+    @staticmethod
+    def _answer(path: str, args: ImmutableMultiDict, environ: dict[str, Any]) -> Any:  # type: ignore[type-arg]
+        """The Flask view's answer when it is a code (views.authorize / authorize_resume), else None."""
+        if path == "/authorize":
+            oauth_request = GatewayRequest("GET", path, args, _NO_FORM, EnvironHeaders(environ))
+            return authorize_flow.authorize(oauth_request, lane=True)
+        uid = args.get("interaction", "")
+        interaction = authorize_flow.load_interaction(uid)
+        if interaction is None:
+            return None  # expired: the view's error page
+        oauth_request = GatewayRequest.from_stored(interaction["args"])
+        return authorize_flow.authorize(oauth_request, interaction_id=uid, lane=True)
 
     def _error(
         self, environ: dict[str, Any], start_response: StartResponse, failure: Exception, rid: str, started: float
