@@ -7,12 +7,13 @@ import hashlib
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from flask import Flask
+from flask import Flask, request_started
 from flask.globals import _cv_app
 from flask.testing import FlaskClient
 
@@ -63,6 +64,59 @@ class IsolatedClient(FlaskClient):
             return super().open(*args, **kwargs)
         finally:
             _cv_app.reset(token)
+
+
+@contextmanager
+def running(settings: Any) -> Iterator[Flask]:
+    """A gateway made from ``settings``, migrated and seeded, inside its app context; disposed after."""
+    from sso.db import db
+
+    application = create_app(settings)
+    application.test_client_class = IsolatedClient
+    prepare(application)
+    with application.app_context():
+        yield application
+        db.session.remove()
+        db.engine.dispose()
+
+
+def on_both_backends(request: pytest.FixtureRequest, tmp_path: Any, **overrides: Any) -> Any:
+    """Settings for the fixture param "embedded" (SQLite, in-process store) or "production"
+    (PostgreSQL + Redis: tests.backends' pg_url and redis_url fixtures)."""
+    if request.param == "production":
+        overrides.update(database_url=request.getfixturevalue("pg_url"), redis_url=request.getfixturevalue("redis_url"))
+    return make_settings(tmp_path, **overrides)
+
+
+BOTH_BACKENDS = ["embedded", pytest.param("production", marks=[pytest.mark.postgres, pytest.mark.redis])]
+
+
+@contextmanager
+def flask_requests(application: Flask) -> Iterator[list[str]]:
+    """The paths of the requests Flask's request cycle sees meanwhile (its request_started signal)."""
+    seen: list[str] = []
+
+    def _count(sender: Any, **extra: Any) -> None:
+        from flask import request
+
+        seen.append(request.path)
+
+    request_started.connect(_count, application)
+    try:
+        yield seen
+    finally:
+        request_started.disconnect(_count, application)
+
+
+def make_portal(client_id: str) -> Portal:
+    """A confidential code-flow portal at https://<client_id>.example/cb."""
+    reg = create_client(
+        name=client_id,
+        client_id=client_id,
+        redirect_uris=[f"https://{client_id}.example/cb"],
+        grant_types=["authorization_code", "refresh_token"],
+    )
+    return Portal(client_id, reg.client_secret, f"https://{client_id}.example/cb")
 
 
 @pytest.fixture

@@ -16,17 +16,27 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from flask import Flask, request_started
+from flask import Flask
 from werkzeug.test import Client as WsgiClient
 
-from sso import consent, create_app
-from sso.bootstrap import prepare
+from sso import consent
 from sso.db import db
 from sso.models import AuditEvent
 from sso.oidc.hop import HopLane
 from sso.storage import StoreUnavailable
 from tests.backends import pg_url, redis_url  # noqa: F401  (fixtures)
-from tests.conftest import Browser, IsolatedClient, Portal, make_settings, pkce_pair, query_of, redeem
+from tests.conftest import (
+    BOTH_BACKENDS,
+    Browser,
+    Portal,
+    flask_requests,
+    make_portal,
+    on_both_backends,
+    pkce_pair,
+    query_of,
+    redeem,
+    running,
+)
 
 SCOPES = ["openid", "profile"]
 ADDRESS = "203.0.113.7"
@@ -34,30 +44,10 @@ ADDRESS = "203.0.113.7"
 FRESH = {"Location", "X-Request-Id"}
 
 
-@pytest.fixture(params=["embedded", pytest.param("production", marks=[pytest.mark.postgres, pytest.mark.redis])])
+@pytest.fixture(params=BOTH_BACKENDS)
 def gateway(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Flask]:
-    overrides: dict[str, Any] = {}
-    if request.param == "production":
-        overrides.update(database_url=request.getfixturevalue("pg_url"), redis_url=request.getfixturevalue("redis_url"))
-    app = create_app(make_settings(tmp_path, **overrides))
-    app.test_client_class = IsolatedClient
-    prepare(app)
-    with app.app_context():
+    with running(on_both_backends(request, tmp_path)) as app:
         yield app
-        db.session.remove()
-        db.engine.dispose()
-
-
-def _portal(client_id: str) -> Portal:
-    from sso.clients import create_client
-
-    reg = create_client(
-        name=client_id,
-        client_id=client_id,
-        redirect_uris=[f"https://{client_id}.example/cb"],
-        grant_types=["authorization_code", "refresh_token"],
-    )
-    return Portal(client_id, reg.client_secret, f"https://{client_id}.example/cb")
 
 
 @pytest.fixture
@@ -65,7 +55,7 @@ def signed_in(gateway: Flask) -> tuple[Browser, dict[str, Portal]]:
     """Signed in at "tax"; "social" and "health" pre-consented (a hop there is a code at once)."""
     from sso.connectors.local import create_account
 
-    portals = {name: _portal(name) for name in ("tax", "social", "health", "fresh")}
+    portals = {name: make_portal(name) for name in ("tax", "social", "health", "fresh")}
     account = create_account("alice", "correct horse battery staple", "Alice")
     for name in ("social", "health"):
         consent.remember(account.id, name, SCOPES)
@@ -79,17 +69,8 @@ def signed_in(gateway: Flask) -> tuple[Browser, dict[str, Portal]]:
 
 @pytest.fixture
 def hits(gateway: Flask) -> Iterator[list[str]]:
-    """The paths of the requests Flask's request cycle saw."""
-    seen: list[str] = []
-
-    def _count(sender: Any, **extra: Any) -> None:
-        from flask import request
-
-        seen.append(request.path)
-
-    request_started.connect(_count, gateway)
-    yield seen
-    request_started.disconnect(_count, gateway)
+    with flask_requests(gateway) as seen:
+        yield seen
 
 
 def _hop_lane(app: Flask) -> HopLane:
@@ -220,7 +201,7 @@ def test_a_failure_in_the_lane_is_flasks_error_page_and_the_hop_is_not_retried(
 def test_the_request_resumed_after_login_skips_flask_and_its_code_redeems(gateway: Flask, hits: list[str]) -> None:
     from sso.connectors.local import create_account
 
-    portal = _portal("tax")
+    portal = make_portal("tax")
     create_account("bob", "correct horse battery staple", "Bob")
     consent_given = Browser(gateway.test_client())
     verifier, challenge = pkce_pair()

@@ -24,7 +24,7 @@ from sso.bootstrap import prepare
 from sso.db import db, open_own_connection, own_connection
 from sso.models import AuditChainHead, AuditEvent, SessionRecord
 from tests.backends import pg_url, redis_url  # noqa: F401  (fixtures)
-from tests.conftest import Browser, IsolatedClient, Portal, make_settings, query_of
+from tests.conftest import Browser, Portal, make_portal, make_settings, query_of, running
 
 SCOPES = ["openid", "profile"]
 
@@ -71,29 +71,17 @@ class Seen:
         return [kind for kind, _ in self.statements]
 
 
-def _portal(client_id: str) -> Portal:
-    from sso.clients import create_client
-
-    reg = create_client(name=client_id, client_id=client_id, redirect_uris=[f"https://{client_id}.example/cb"])
-    return Portal(client_id, reg.client_secret, f"https://{client_id}.example/cb")
-
-
 @pytest.fixture
 def gateway(tmp_path: Any, pg_url: str, redis_url: str) -> Iterator[Flask]:  # noqa: F811
-    app = create_app(make_settings(tmp_path, database_url=pg_url, redis_url=redis_url, client_cache_ttl=60))
-    app.test_client_class = IsolatedClient
-    prepare(app)
-    with app.app_context():
+    with running(make_settings(tmp_path, database_url=pg_url, redis_url=redis_url, client_cache_ttl=60)) as app:
         yield app
-        db.session.remove()
-        db.engine.dispose()
 
 
 @pytest.fixture
 def hop(gateway: Flask) -> Iterator[tuple[Browser, dict[str, Portal], Seen]]:
     from sso.connectors.local import create_account
 
-    portals = {name: _portal(name) for name in ("tax", "social")}
+    portals = {name: make_portal(name) for name in ("tax", "social")}
     account = create_account("alice", "correct horse battery staple", "Alice")
     consent.remember(account.id, "social", SCOPES)
     browser = Browser(gateway.test_client())

@@ -24,42 +24,31 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from sso import consent, create_app, logout
+from sso import consent, logout
 from sso import session as browser_session
-from sso.bootstrap import prepare
 from sso.db import db
 from sso.models import Account, AuditEvent, SessionRecord
 from sso.oidc.grants import CODE_KIND
 from tests.backends import pg_url, redis_url  # noqa: F401  (fixtures)
-from tests.conftest import Browser, IsolatedClient, Portal, basic, make_settings, query_of, redeem
+from tests.conftest import (
+    BOTH_BACKENDS,
+    Browser,
+    Portal,
+    basic,
+    make_portal,
+    on_both_backends,
+    query_of,
+    redeem,
+    running,
+)
 
 SCOPES = ["openid", "profile"]
 
 
-@pytest.fixture(params=["embedded", pytest.param("production", marks=[pytest.mark.postgres, pytest.mark.redis])])
+@pytest.fixture(params=BOTH_BACKENDS)
 def gateway(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Flask]:
-    overrides: dict[str, Any] = {"client_cache_ttl": 60}
-    if request.param == "production":
-        overrides.update(database_url=request.getfixturevalue("pg_url"), redis_url=request.getfixturevalue("redis_url"))
-    app = create_app(make_settings(tmp_path, **overrides))
-    app.test_client_class = IsolatedClient
-    prepare(app)
-    with app.app_context():
+    with running(on_both_backends(request, tmp_path, client_cache_ttl=60)) as app:
         yield app
-        db.session.remove()
-        db.engine.dispose()
-
-
-def _portal(client_id: str) -> Portal:
-    from sso.clients import create_client
-
-    reg = create_client(
-        name=client_id,
-        client_id=client_id,
-        redirect_uris=[f"https://{client_id}.example/cb"],
-        grant_types=["authorization_code", "refresh_token"],
-    )
-    return Portal(client_id, reg.client_secret, f"https://{client_id}.example/cb")
 
 
 @pytest.fixture
@@ -67,7 +56,7 @@ def signed_in(gateway: Flask) -> tuple[Any, Browser, dict[str, Portal]]:
     """Alice signed in at "tax"; "social" pre-consented (a hop there issues a code at once)."""
     from sso.connectors.local import create_account
 
-    portals = {name: _portal(name) for name in ("tax", "social")}
+    portals = {name: make_portal(name) for name in ("tax", "social")}
     account = create_account("alice", "correct horse battery staple", "Alice")
     consent.remember(account.id, "social", SCOPES)
     browser = Browser(gateway.test_client())
