@@ -119,6 +119,8 @@ def _login_hrefs(uid: str | None) -> tuple[str, str, str]:
     kept: dict[str, tuple[str, str]] = current_app.extensions.setdefault("sso_login_paths", {})
     paths = kept.get(request.script_root)
     if paths is None:
+        if len(kept) >= _SKELETONS_KEPT:  # script roots come from the server: a bound all the same
+            kept.clear()
         paths = kept[request.script_root] = (url_for("web.login"), url_for("register.start"))
     login_path, register_path = paths
     if not uid:
