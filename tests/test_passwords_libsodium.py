@@ -165,7 +165,8 @@ def test_libsodium_releases_the_gil_while_it_hashes():
     """Python keeps running in another thread during a verify, as beside argon2-cffi.
 
     Holding the GIL, the verify would let this thread run only at its start and
-    end (a C call is never interrupted): a few per cent of its free rate.
+    end (a C call is never interrupted): a few per cent of its free rate (a loaded machine
+    still leaves it far more than a tenth).
     """
     # A long verify (t=40: ~0.3-1 s), so the start and the scheduler's noise are small beside it.
     slow = PasswordHasher(time_cost=40, memory_cost=19 * 1024, parallelism=1).hash(PASSWORD)
@@ -178,4 +179,4 @@ def test_libsodium_releases_the_gil_while_it_hashes():
     during, took = _spin(done.is_set)
     worker.join()
     assert took > 0.1, f"this thread ran {took:.3f} s of the verify: it held the GIL"
-    assert during / took > 0.15 * free / free_took, (during / took, free / free_took)
+    assert during / took > 0.1 * free / free_took, (during / took, free / free_took)
