@@ -319,7 +319,7 @@ def _sync_record(session: BrowserSession, *, commit: bool = True, new: bool = Fa
             # The request's own connection (sso.db.open_own_connection): the row goes in
             # its transaction, now (where the Session would flush it: before the audit
             # append's lock on the chain head).
-            own.execute(SessionRecord.__table__.insert().values(**values))
+            own.execute(SessionRecord.__table__.insert(), values)  # compiled once, cached by its keys
         else:
             db.session.add(SessionRecord(**values))
     if commit:
