@@ -182,22 +182,6 @@ def close_own_connection(connection: Connection | None) -> None:
     give_back(connection)
 
 
-def autocommit_connection() -> Connection:
-    """A Core connection of the request's own whose every statement commits by itself.
-
-    For a unit of work that is one statement (the refresh claim, sso.oidc.grants): no
-    BEGIN and no COMMIT round trip.  SQLAlchemy's AUTOCOMMIT isolation level, reset
-    when the connection goes back to the pool.  :func:`give_back` must follow.
-    """
-    connection = db.engine.connect()
-    try:
-        connection.execution_options(isolation_level="AUTOCOMMIT")
-    except BaseException:
-        give_back(connection)
-        raise
-    return connection
-
-
 def give_back(connection: Connection) -> None:
     """Close a Core connection a request took for itself, whatever state it is in.
 

@@ -2,12 +2,9 @@
 
 On PostgreSQL the claiming ``UPDATE … WHERE used_at IS NULL`` and the successor's
 ``INSERT`` run as one data-modifying CTE (``sso.oidc.grants``): the successor row
-exists iff that statement flipped ``used_at``.  The usual refresh reads the token,
-signs the answer and then claims with that statement, which commits by itself
-(autocommit: no BEGIN, no COMMIT); a token this process issued itself is not even
-read (``grants.ISSUED``: the claim checks it all again).  A token the claim finds
-changed, a narrower scope and a legal-person grant go the long way (read, check,
-claim, commit).
+exists iff that statement flipped ``used_at``.  The usual refresh makes it the only
+statement (the claim also returns the token and its grant); a token it cannot claim,
+a narrower scope and a legal-person grant go the long way (read, check, claim).
 These tests hold both to the same guarantees as the SQLite form: rotation, reuse
 revoking the family, a stranger's or an expired token spending nothing, exactly one
 winner among concurrent uses (real row locks), a failed commit or an unreachable
@@ -85,10 +82,9 @@ def test_code_exchange_and_refresh_statements(pg_app, setup):
     with recording(pg_app) as seen:
         second = refresh(client, portal, first.get_json()["refresh_token"])
     assert second.status_code == 200, second.text
-    # A refresh token this process issued: the claim with the successor, after the
-    # answer is signed, one statement that commits by itself (no COMMIT).
+    # The claim, the successor and the token with its grant: one statement.
     assert seen.statements == ["UPDATE refresh_tokens + INSERT refresh_tokens"]
-    assert seen.commits == 0
+    assert seen.commits == 1
     # A narrower scope asked: the token is read and checked first, then claimed.
     with recording(pg_app) as seen:
         third = client.post(
@@ -155,30 +151,22 @@ def test_concurrent_refresh_exactly_one_wins(pg_app, setup):
     assert len(rows) == 2
 
 
-@pytest.mark.parametrize("remembered", [True, False])
-def test_a_failed_commit_leaves_the_old_token_usable(pg_app, setup, remembered):
-    """The claim commits by itself, after the answer is signed: when it fails (the
-    database went away), neither the claim nor the successor was stored."""
+def test_a_failed_commit_leaves_the_old_token_usable(pg_app, setup):
     from sqlalchemy import event, exc
-
-    from sso.oidc import grants
 
     client, portal, browser = setup
     first = first_tokens(client, portal, browser)
     grant_id = db.session.get(RefreshToken, token_hash(first["refresh_token"])).grant_id
     db.session.rollback()
-    if not remembered:
-        grants.ISSUED.clear()  # as in another process: the token is read first
 
-    def fail(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.startswith("WITH claimed"):
-            raise exc.OperationalError(statement, {}, Exception("the database went away"))
+    def fail(conn: Any) -> None:
+        raise exc.OperationalError("COMMIT", {}, Exception("the database went away"))
 
-    event.listen(db.engine, "before_cursor_execute", fail)
+    event.listen(db.engine, "commit", fail)
     try:
         failed = refresh(client, portal, first["refresh_token"])
     finally:
-        event.remove(db.engine, "before_cursor_execute", fail)
+        event.remove(db.engine, "commit", fail)
     assert failed.status_code == 503 and failed.get_json()["error"] == "temporarily_unavailable"
     rows = db.session.execute(db.select(RefreshToken).filter_by(grant_id=grant_id)).scalars().all()
     assert [row.used_at for row in rows] == [None]  # neither the claim nor the successor
@@ -202,7 +190,7 @@ def test_the_claim_runs_on_its_own_connection_and_is_always_given_back(pg_app, s
         ok = refresh(client, portal, first["refresh_token"])
     assert ok.status_code == 200 and seen.statements == ["UPDATE refresh_tokens + INSERT refresh_tokens"]
     db.session.rollback()  # recording() re-read the keys in the test's own session
-    assert seen.commits == 0 and pool.checkedout() == 0  # the claim committed by itself
+    assert seen.commits == 1 and pool.checkedout() == 0
     second = ok.get_json()["refresh_token"]
 
     def broken(*args: Any, **kwargs: Any) -> str:
@@ -268,11 +256,6 @@ ACTING = {
 
 
 def _acting_grant(token: str) -> str:
-    from sso.oidc import grants
-
-    # A grant never changes once opened, except when revoked: changed here behind the
-    # gateway's back, the token it remembered issuing is forgotten (read as if new).
-    grants.ISSUED.clear()
     row = db.session.get(RefreshToken, token_hash(token))
     grant = db.session.get(Grant, row.grant_id)
     grant.acting = {**ACTING, "account_id": grant.account_id}
@@ -296,7 +279,7 @@ def test_a_legal_person_grant_is_checked_before_the_token_is_spent(pg_app, setup
     down = refresh(client, portal, first["refresh_token"])
     assert down.status_code == 503 and down.get_json()["error"] == "temporarily_unavailable"
     rows = db.session.execute(db.select(RefreshToken).filter_by(grant_id=grant_id)).scalars().all()
-    assert [r.used_at for r in rows] == [None]  # checked before anything was claimed
+    assert [r.used_at for r in rows] == [None]  # the claim made at once was rolled back
     db.session.rollback()
 
     checked: list[dict] = []
@@ -305,8 +288,12 @@ def test_a_legal_person_grant_is_checked_before_the_token_is_spent(pg_app, setup
         ok = refresh(client, portal, first["refresh_token"])
     assert ok.status_code == 200, ok.text
     assert checked and checked[0]["credit_code"] == ACTING["credit_code"]
-    # Read, checked against the registry, then claimed and committed before signing.
-    assert seen.statements == ["SELECT refresh_tokens", "UPDATE refresh_tokens + INSERT refresh_tokens"]
+    # Claimed at once, rolled back for the check, then read, checked and claimed.
+    assert seen.statements == [
+        "UPDATE refresh_tokens + INSERT refresh_tokens",
+        "SELECT refresh_tokens",
+        "UPDATE refresh_tokens + INSERT refresh_tokens",
+    ]
     assert seen.commits == 1
     rows = db.session.execute(db.select(RefreshToken).filter_by(grant_id=grant_id)).scalars().all()
     assert sorted(r.used_at is None for r in rows) == [False, True]  # the old one used, one successor

@@ -13,9 +13,8 @@ from authlib.oidc.core import OpenIDCode
 from flask import current_app
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
-from .. import metrics
 from ..crypto import new_token, token_hash
-from ..db import DriverSQL, autocommit_connection, db, driver_execute, give_back
+from ..db import DriverSQL, db, driver_execute
 from ..models import Account, Client, Grant, RefreshToken, utcnow
 from . import tokens
 from .tokens import Authorization
@@ -156,12 +155,16 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         payload = _gateway().store.consume(CODE_KIND, code)
         if payload is None:
             # RFC 6749 §4.1.2 / RFC 9700 §4.14: a replayed code revokes what it issued.
-            used = db.session.execute(db.select(Grant).filter_by(code_hash=token_hash(code))).scalar_one_or_none()
+            used = db.session.execute(
+                db.select(Grant).filter_by(code_hash=token_hash(code))
+            ).scalar_one_or_none()
             if used is not None:
                 tokens.revoke_grant(used.id, "code_reuse")
                 from .. import audit
 
-                audit.record("token.code_reuse", outcome="failure", client_id=used.client_id, grant=used.id)
+                audit.record(
+                    "token.code_reuse", outcome="failure", client_id=used.client_id, grant=used.id
+                )
             return None
         if payload["client_id"] != client.client_id:
             return None
@@ -194,9 +197,6 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         # The grant and its first refresh token, committed before any token is
         # signed, so a replay of the code arriving from now on finds the grant.
         db.session.commit()
-        if authorization.issued_refresh_token is not None and db.engine.dialect.driver == "psycopg":
-            # Its first refresh needs no read when it comes back here (RefreshTokenGrant).
-            ISSUED.put(token_hash(authorization.issued_refresh_token), client.client_id, authorization)
         return authorization
 
     def save_token(self, token: dict[str, Any]) -> None:
@@ -271,19 +271,12 @@ _CLAIM_REFRESH_TOKEN = (
 _CLAIMED = _CLAIM_REFRESH_TOKEN.returning(_REFRESH_TOKENS.c.grant_id).cte("claimed")
 _CLAIM_AND_ROTATE = tokens.insert_refresh_token_from(_CLAIMED.c.grant_id, "new_")
 
-# PostgreSQL, the usual refresh (no narrower scope asked), on a connection of its own in
-# autocommit mode: the token with its grant read first (_LOAD_REFRESH_TOKEN, the same
-# checks as the long way), the access token signed, and only then the claim with the
-# successor's INSERT as ONE statement, which commits by itself.  Nothing is spent
-# unless the answer exists (a failed signature leaves the token usable), the claim and
-# the successor commit together, and no BEGIN or COMMIT round trip is needed: two
-# round trips instead of three.  The claim re-checks, under the row's lock, what the
-# read found: unused, this client's, unexpired, of an unrevoked grant with an active
-# account.  No row: something changed since the read (a concurrent use, a revocation),
-# and the long way's checks say what (RefreshTokenGrant._claim_lost).
-_LOAD_REFRESH_TOKEN_COMPILED = _LOAD_REFRESH_TOKEN.compile(dialect=psycopg_dialect())
-_LOAD_REFRESH_TOKEN_SQL = DriverSQL(str(_LOAD_REFRESH_TOKEN_COMPILED))
-_LOAD_REFRESH_TOKEN_FIXED = {k: v for k, v in _LOAD_REFRESH_TOKEN_COMPILED.params.items() if k != "token_hash"}
+# PostgreSQL, the usual refresh (no narrower scope asked): everything in one statement.
+# The claim (UPDATE ... FROM grants, only for a token that is unused, this client's,
+# unexpired, of an unrevoked grant with an account), the successor's INSERT from the
+# claimed row, and the token with its grant as RETURNING: the same row
+# _LOAD_REFRESH_TOKEN reads.  No row: one of those checks fails, and the long way
+# (SELECT, then the checks in their order) says which.
 _CLAIM_AT_ONCE_CTE = (
     db.update(_REFRESH_TOKENS)
     .where(
@@ -298,10 +291,19 @@ _CLAIM_AT_ONCE_CTE = (
     .values(used_at=db.bindparam("fast_now"))
     .returning(
         _REFRESH_TOKENS.c.client_id,
+        _REFRESH_TOKENS.c.scope,
+        _REFRESH_TOKENS.c.expires_at,
         _REFRESH_TOKENS.c.used_at,
         _GRANTS.c.id.label("grant_id"),
+        _GRANTS.c.account_id,
         _GRANTS.c.scope.label("grant_scope"),
+        _GRANTS.c.sid,
+        _GRANTS.c.auth_time,
+        _GRANTS.c.acr,
+        _GRANTS.c.amr,
+        _GRANTS.c.acting,
         _GRANTS.c.expires_at.label("grant_expires_at"),
+        _GRANTS.c.revoked_at,
     )
     .cte("claimed")
 )
@@ -320,8 +322,7 @@ _SUCCESSOR_CTE = (
     )
     .cte("successor")
 )
-# One row (the grant's id) iff the token was claimed and its successor stored.
-_CLAIM_AT_ONCE = db.select(_CLAIM_AT_ONCE_CTE.c.grant_id).add_cte(_SUCCESSOR_CTE)
+_CLAIM_AT_ONCE = db.select(_CLAIM_AT_ONCE_CTE).add_cte(_SUCCESSOR_CTE)
 # The same statement as psycopg takes it (sso.db.driver_execute), with the values the
 # statement carries itself (the account status it requires).
 _CLAIM_AT_ONCE_COMPILED = _CLAIM_AT_ONCE.compile(dialect=psycopg_dialect())
@@ -353,9 +354,7 @@ class RefreshCredential:
 
     def __init__(self, token_hash: str, row: Any) -> None:
         self.token_hash = token_hash
-        # Set: the token read on a connection of its own, to be claimed (with this
-        # successor stored) once the answer is signed (RefreshTokenGrant._claim_after_signing).
-        self.successor: str | None = None
+        self.successor: str | None = None  # set: claimed already, this successor stored
         (
             self.client_id,
             self.scope,
@@ -385,74 +384,13 @@ class RefreshCredential:
         return self.scope  # type: ignore[no-any-return]
 
 
-class IssuedRefreshTokens:
-    """Refresh tokens this process stored as successors, with their grant as read: by hash.
-
-    A client's next refresh presents the successor; when it comes back to this
-    process, the token and its grant need not be read before the answer is signed:
-    the claim after signing (one statement, sso.oidc.grants._CLAIM_AT_ONCE) checks
-    under the row's lock everything the read would have (unused, this client's,
-    unexpired, of an unrevoked grant with an active account) and stores nothing when
-    any of it changed; the long way's checks then say what (reuse revokes the
-    family).  A grant's other columns never change after it is opened.  An entry is
-    taken out when used; at most ``MAX_ENTRIES``, the oldest forgotten first; a
-    token this process has not seen is read as before.  Per process, shared by its
-    threads (each operation is one dict operation, atomic under the GIL).
-    """
-
-    MAX_ENTRIES = 10_000
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[Any, ...]] = {}
-
-    def put(self, token_hash: str, client_id: str, grant: RefreshCredential | Authorization) -> None:
-        """Remember a refresh token just stored for ``grant`` (read from the token it
-        replaces, or the Authorization a code exchange opened)."""
-        entries = self._entries
-        if len(entries) >= self.MAX_ENTRIES:
-            try:
-                del entries[next(iter(entries))]
-            except (KeyError, RuntimeError, StopIteration):  # another thread got there first
-                pass
-        # As _LOAD_REFRESH_TOKEN would read the new token: unused, the grant's full scope
-        # and expiry (RFC 6749 §6), an unrevoked grant, an active account.
-        entries[token_hash] = (
-            client_id,
-            grant.grant_scope,
-            grant.grant_expires_at,
-            None,
-            grant.grant_id,
-            grant.account_id,
-            grant.grant_scope,
-            grant.sid,
-            grant.auth_time,
-            grant.acr,
-            grant.amr,
-            grant.acting,
-            grant.grant_expires_at,
-            None,
-        )
-
-    def take(self, token_hash: str) -> RefreshCredential | None:
-        row = self._entries.pop(token_hash, None)
-        return RefreshCredential(token_hash, row) if row is not None else None
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-ISSUED = IssuedRefreshTokens()
-
-
 class RefreshTokenGrant(grants.RefreshTokenGrant):
     """Rotation on every use; a rotated token presented again revokes its grant.
 
     The long way: one SELECT (the token joined with its grant), the checks in their
     order, the claim with the successor's INSERT (one statement on PostgreSQL, two
     elsewhere), one COMMIT.  The usual refresh on PostgreSQL (no narrower scope, no
-    legal-person grant) reads the token on a connection of its own in autocommit
-    mode, makes the answer, and then claims with one statement that commits by itself
-    (two round trips, no BEGIN or COMMIT).
+    legal-person grant) is one statement that does all three, and one COMMIT.
     """
 
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
@@ -462,18 +400,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if not isinstance(refresh_token, str) or len(refresh_token) > 256:
             return None
         hashed = token_hash(refresh_token)
-        if db.engine.dialect.driver == "psycopg":
-            if not self.request.payload.scope:
-                return self._read_for_claim(hashed)
-            else:
-                ISSUED.take(hashed)  # read below: spent or not, not remembered any longer
+        if not self.request.payload.scope and db.engine.dialect.driver == "psycopg":
+            claimed = self._claim_at_once(hashed)
+            if claimed is not None:
+                return claimed
         row = db.session.connection().execute(_LOAD_REFRESH_TOKEN, {"token_hash": hashed}).first()
         if row is None:
             return None
-        return self._checked(RefreshCredential(hashed, row))
-
-    def _checked(self, token: RefreshCredential) -> RefreshCredential | None:
-        """The long way's checks of a token as read, in their order (None: invalid_grant)."""
+        token = RefreshCredential(hashed, row)
         if token.client_id != self.request.client.client_id:
             return None
         if token.used_at is not None:
@@ -487,67 +421,47 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             return None
         return token
 
-    def _read_for_claim(self, hashed: str) -> RefreshCredential | None:
-        """PostgreSQL: the token and its grant read on a connection of its own (autocommit).
+    def _claim_at_once(self, hashed: str) -> RefreshCredential | None:
+        """PostgreSQL: claim, store the successor and read the grant in one statement.
 
-        The long way's checks (a rotated token presented again revokes its family);
-        a token that passes them comes back with its successor chosen, to be claimed
-        after the answer is signed (``save_token``), except for a legal-person grant,
-        checked against the registry and then claimed the long way, on the session,
-        before anything is signed.  None: invalid_grant.
+        Only for a token that passes every check the long way makes before its claim
+        (the statement's WHERE; the scope check has nothing to check: no scope was
+        asked), except the legal-person one, which must come before the token is
+        spent: for such a grant the claim is rolled back and the long way taken.
+        None: nothing claimed (or rolled back); the caller goes the long way.
 
-        The statements run straight on psycopg (sso.db.driver_execute), not through
-        the request's ORM session: they write only refresh_tokens and read no object,
-        so the session's begin/commit bookkeeping and the Core execution path buy
-        nothing.  ``AuthorizationServer.create_token_response`` gives the connection
-        back whatever happens.  A successor this process stored comes from ``ISSUED``
-        without a read: the claim checks it all again.
+        The statement runs on a Core connection of its own, straight on psycopg
+        (sso.db.driver_execute), not through the request's ORM session: the claim
+        writes only refresh_tokens and reads no object, so the session's
+        begin/commit bookkeeping (~40 us) and the Core execution path (~60 us) buy
+        nothing.  ``save_token`` commits it; ``AuthorizationServer.create_token_response``
+        closes it (rolled back unless committed) whatever happens in between.
         """
-        remembered = ISSUED.take(hashed)
-        if (
-            remembered is not None
-            and remembered.client_id == self.request.client.client_id
-            and not remembered.acts_for_an_enterprise()
-            and remembered.expires_at > utcnow()
-        ):
-            remembered.successor = new_token(32)
-            return remembered
-        connection = autocommit_connection()
+        successor = new_token(32)
+        params = dict(_CLAIM_AT_ONCE_FIXED)
+        params["fast_hash"] = hashed
+        params["fast_client_id"] = self.request.client.client_id
+        params["fast_now"] = utcnow()
+        params["fast_new_hash"] = token_hash(successor)
+        connection = db.engine.connect()
         self.request.claim_connection = connection
-        params = dict(_LOAD_REFRESH_TOKEN_FIXED)
-        params["token_hash"] = hashed
-        row = driver_execute(connection, _LOAD_REFRESH_TOKEN_SQL, params).fetchone()
-        token = RefreshCredential(hashed, row) if row is not None else None
-        claimable = (
-            token is not None
-            and token.client_id == self.request.client.client_id
-            and token.used_at is None
-            and token.grant_revoked_at is None
-            and not token.acts_for_an_enterprise()
-        )
-        if not claimable:
-            # Given back before anything else: the long way works on the session, and a
-            # request never holds two pooled connections (concurrent refreshes would
-            # exhaust the pool).
-            self._give_back_own()
-        if token is None:
-            return None
-        token = self._checked(token)
-        if token is not None and claimable:
-            token.successor = new_token(32)
-        return token
-
-    def _give_back_own(self) -> None:
-        connection = self.request.claim_connection
-        if connection is not None:
-            self.request.claim_connection = None
-            give_back(connection)
+        connection.begin()
+        row = driver_execute(connection, _CLAIM_AT_ONCE_SQL, params).fetchone()
+        if row is not None:
+            token = RefreshCredential(hashed, row)
+            if not token.acts_for_an_enterprise():
+                token.used_at = None  # as read before the claim
+                token.successor = successor
+                return token
+        # Nothing claimed, or a legal-person grant (neither the claim nor the successor:
+        # check first): the long way, on the session.
+        self.request.claim_connection = None
+        connection.close()
+        return None
 
     def authenticate_user(self, refresh_token: RefreshCredential) -> Authorization | None:
-        if refresh_token.successor is not None:  # claimed once the answer is signed
-            if refresh_token.account_id is None:
-                raise InvalidGrantError("The account of this refresh token is not active.")
-            return self._authorization(refresh_token, refresh_token.successor, claim_after_signing=True)
+        if refresh_token.successor is not None:
+            return self._authorization(refresh_token, refresh_token.successor)  # claimed at once
         grant_id = refresh_token.grant_id
         if refresh_token.acts_for_an_enterprise():
             # Acting for an enterprise ends at once (authorisation revoked or past its
@@ -586,9 +500,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return self._authorization(refresh_token, successor)
 
     @staticmethod
-    def _authorization(
-        refresh_token: RefreshCredential, successor: str, claim_after_signing: bool = False
-    ) -> Authorization:
+    def _authorization(refresh_token: RefreshCredential, successor: str) -> Authorization:
         return Authorization(
             account_id=refresh_token.account_id,
             grant_id=refresh_token.grant_id,
@@ -600,7 +512,6 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             grant_scope=refresh_token.grant_scope,
             grant_expires_at=refresh_token.grant_expires_at,
             issued_refresh_token=successor,
-            claim_after_signing=claim_after_signing,
         )
 
     def _claim_and_rotate(self, refresh_token: RefreshCredential) -> str | None:
@@ -634,41 +545,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         """Already marked used in ``authenticate_user``, committed by ``save_token``."""
 
     def save_token(self, token: dict[str, Any]) -> None:
-        refresh_token: RefreshCredential = self.request.refresh_token
-        if refresh_token.successor is not None:
-            self._claim_after_signing(refresh_token)
+        # The claim and the successor, together (one fsync).
+        claimed = getattr(self.request, "claim_connection", None)
+        if claimed is not None:
+            claimed.commit()
         else:
-            db.session.commit()  # the claim and the successor, together (one fsync)
-
-    def _claim_after_signing(self, refresh_token: RefreshCredential) -> None:
-        """The answer is made: claim the token and store its successor, in one statement."""
-        client_id = self.request.client.client_id
-        params = dict(_CLAIM_AT_ONCE_FIXED)
-        params["fast_hash"] = refresh_token.token_hash
-        params["fast_client_id"] = client_id
-        params["fast_now"] = utcnow()
-        successor_hash = params["fast_new_hash"] = token_hash(refresh_token.successor)  # type: ignore[arg-type]
-        connection = self.request.claim_connection
-        if connection is None:  # a remembered successor: nothing read before
-            connection = self.request.claim_connection = autocommit_connection()
-        if driver_execute(connection, _CLAIM_AT_ONCE_SQL, params).fetchone() is None:
-            self._claim_lost(refresh_token)
-        ISSUED.put(successor_hash, client_id, refresh_token)
-        metrics.token_issued(self.GRANT_TYPE, client_id)
-
-    def _claim_lost(self, refresh_token: RefreshCredential) -> None:
-        """The claim found the token changed since it was read: the long way's answer.
-
-        A concurrent use won (the reuse that revokes the family, as when this request
-        had come second), or the grant was revoked, the token expired or the account
-        was disabled in between: read again and judged as the long way judges.
-        """
-        self._give_back_own()  # nothing to roll back: the claim committed nothing
-        row = db.session.connection().execute(_LOAD_REFRESH_TOKEN, {"token_hash": refresh_token.token_hash}).first()
-        token = self._checked(RefreshCredential(refresh_token.token_hash, row)) if row is not None else None
-        if token is not None and token.account_id is None:
-            raise InvalidGrantError("The account of this refresh token is not active.")
-        raise InvalidGrantError()
+            db.session.commit()
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):

@@ -106,7 +106,9 @@ def query_client(client_id: Any) -> Client | None:
     cache: ClientCache = current_app.extensions["sso"].server.client_cache
     client = cache.get(client_id)
     if client is None:
-        client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
+        client = db.session.execute(
+            db.select(Client).filter_by(client_id=client_id)
+        ).scalar_one_or_none()
         if client is None:
             return None
         # Detached with every column loaded: a commit later in this request cannot
@@ -132,8 +134,8 @@ class AuthorizationServer(FlaskAuthorizationServer):
         try:
             return super().create_token_response(request)
         finally:
-            # A grant may work on a connection of its own (RefreshTokenGrant._read_for_claim):
-            # given back here whatever happened (rolled back unless committed).
+            # A grant may claim on a connection of its own (RefreshTokenGrant._claim_at_once):
+            # closed here whatever happened, rolled back unless the grant committed it.
             claimed = getattr(request, "claim_connection", None)
             if claimed is not None:
                 request.claim_connection = None
@@ -188,3 +190,4 @@ class AuthorizationServer(FlaskAuthorizationServer):
             fixed.append(("Content-Length", str(len(data))))
             return LaneAnswer(_status_line(status_code), status_code, fixed, data)
         return Response(body, status=status_code, headers=fixed)
+

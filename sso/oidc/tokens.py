@@ -49,7 +49,6 @@ class Authorization:
         "grant_scope",
         "grant_expires_at",
         "issued_refresh_token",
-        "claim_after_signing",
     )
 
     def __init__(
@@ -68,7 +67,6 @@ class Authorization:
         grant_scope: str | None = None,
         grant_expires_at: datetime | None = None,
         issued_refresh_token: str | None = None,
-        claim_after_signing: bool = False,
     ) -> None:
         if account is None and account_id is None:
             raise ValueError("an Authorization needs its account or the account's id")
@@ -86,9 +84,6 @@ class Authorization:
         self.grant_expires_at = grant_expires_at
         # A refresh token already stored with the grant (code exchange): handed out as is.
         self.issued_refresh_token = issued_refresh_token
-        # The refresh grant stores that token only after the answer is signed, and counts
-        # the issue then (sso.oidc.grants.RefreshTokenGrant._claim_after_signing).
-        self.claim_after_signing = claim_after_signing
 
     @property
     def account(self) -> Account:
@@ -165,7 +160,9 @@ def half_hash(value: str, alg: str) -> str:
     return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
 
 
-def issue_access_token(client: Client, scope: str, authorization: Authorization | None, expires_in: int) -> str:
+def issue_access_token(
+    client: Client, scope: str, authorization: Authorization | None, expires_in: int
+) -> str:
     gw = _gateway()
     now = int(time.time())
     claims: dict[str, Any] = {
@@ -287,8 +284,7 @@ def make_token_generator():  # type: ignore[no-untyped-def]
                 grant = db.session.get(Grant, user.grant_id)
                 if grant is not None:
                     token["refresh_token"] = issue_refresh_token(grant, client, grant.scope)
-        if user is None or not user.claim_after_signing:
-            metrics.token_issued(grant_type, client.client_id)
+        metrics.token_issued(grant_type, client.client_id)
         return token
 
     return generate
