@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
+from sso.db import db
 from tests.conftest import skip_or_fail
 from tests.faults.tcp_proxy import TcpProxy
 
@@ -66,3 +70,46 @@ def redis_url() -> Iterator[str]:
     finally:
         conn.flushdb()
         conn.close()
+
+
+class Seen:
+    """Each statement on the app's engine with the DB-API connection it ran on; commits,
+    rollbacks and ORM Session transactions.  ``close()`` stops watching."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, Any]] = []
+        self.commits = 0
+        self.rollbacks = 0
+        self.orm_begins = 0  # transactions of an ORM Session (the request's, or the test's)
+        event.listen(db.engine, "before_cursor_execute", self._sql)
+        event.listen(Session, "after_begin", self._orm_begin)
+        event.listen(db.engine, "commit", self._commit)
+        event.listen(db.engine, "rollback", self._rollback)
+
+    def _sql(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append((" ".join(statement.split()[:3]).upper(), conn.connection.dbapi_connection))
+
+    def _orm_begin(self, *args: Any) -> None:
+        self.orm_begins += 1
+
+    def _commit(self, conn: Any) -> None:
+        self.commits += 1
+
+    def _rollback(self, conn: Any) -> None:
+        self.rollbacks += 1
+
+    def close(self) -> None:
+        event.remove(db.engine, "before_cursor_execute", self._sql)
+        event.remove(db.engine, "commit", self._commit)
+        event.remove(db.engine, "rollback", self._rollback)
+        event.remove(Session, "after_begin", self._orm_begin)
+
+    def reset(self) -> None:
+        self.statements.clear()
+        self.commits = self.rollbacks = self.orm_begins = 0
+
+    def connections(self) -> set[int]:
+        return {id(dbapi) for _, dbapi in self.statements}
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.statements]

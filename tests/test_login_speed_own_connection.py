@@ -17,72 +17,24 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 from flask import Flask
-from sqlalchemy import event
-from sqlalchemy.orm import Session
 
-from sso import audit, audit_chain, create_app
-from sso.bootstrap import prepare
+from sso import audit, audit_chain
 from sso.connectors import local
 from sso.db import db
 from sso.models import Account, AuditEvent, SessionRecord
-from tests.backends import pg_url, redis_url  # noqa: F401  (fixtures)
-from tests.conftest import IsolatedClient, csrf_from, make_settings
+from tests.backends import Seen, pg_url, redis_url  # noqa: F401  (fixtures)
+from tests.conftest import csrf_from, make_settings, running
 
 USERNAME, PASSWORD = "alice", "correct horse battery staple"
 
 
-class Seen:
-    """Each statement with the DB-API connection it ran on; commits, rollbacks, ORM transactions."""
-
-    def __init__(self) -> None:
-        self.statements: list[tuple[str, Any]] = []
-        self.commits = self.rollbacks = self.orm_begins = 0
-        event.listen(db.engine, "before_cursor_execute", self._sql)
-        event.listen(Session, "after_begin", self._orm_begin)
-        event.listen(db.engine, "commit", self._commit)
-        event.listen(db.engine, "rollback", self._rollback)
-
-    def _sql(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append((" ".join(statement.split()[:3]).upper(), conn.connection.dbapi_connection))
-
-    def _orm_begin(self, *args: Any) -> None:
-        self.orm_begins += 1
-
-    def _commit(self, conn: Any) -> None:
-        self.commits += 1
-
-    def _rollback(self, conn: Any) -> None:
-        self.rollbacks += 1
-
-    def close(self) -> None:
-        event.remove(db.engine, "before_cursor_execute", self._sql)
-        event.remove(db.engine, "commit", self._commit)
-        event.remove(db.engine, "rollback", self._rollback)
-        event.remove(Session, "after_begin", self._orm_begin)
-
-    def reset(self) -> None:
-        self.statements.clear()
-        self.commits = self.rollbacks = self.orm_begins = 0
-
-    def connections(self) -> set[int]:
-        return {id(dbapi) for _, dbapi in self.statements}
-
-    def kinds(self) -> list[str]:
-        return [kind for kind, _ in self.statements]
-
-
 @pytest.fixture
 def gateway(tmp_path: Any, pg_url: str, redis_url: str) -> Iterator[Flask]:  # noqa: F811
-    app = create_app(make_settings(tmp_path, database_url=pg_url, redis_url=redis_url))
-    app.test_client_class = IsolatedClient
-    prepare(app)
-    with app.app_context():
+    with running(make_settings(tmp_path, database_url=pg_url, redis_url=redis_url)) as app:
         local.create_account(USERNAME, PASSWORD, "Alice")
         audit.record("test.setup")  # the chain head exists, as in steady state
         db.session.commit()
         yield app
-        db.session.remove()
-        db.engine.dispose()
 
 
 @pytest.fixture

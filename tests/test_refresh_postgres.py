@@ -20,13 +20,11 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from sso import create_app
-from sso.bootstrap import prepare
 from sso.crypto import token_hash
 from sso.db import db
 from sso.models import Grant, RefreshToken
 from tests.backends import pg_url  # noqa: F401  (fixture)
-from tests.conftest import Browser, IsolatedClient, Portal, basic, make_settings, redeem
+from tests.conftest import Browser, Portal, basic, make_settings, redeem, running
 from tests.test_token_statements import recording
 
 pytestmark = pytest.mark.postgres
@@ -34,13 +32,8 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def pg_app(tmp_path: Any, pg_url: str) -> Iterator[Flask]:  # noqa: F811
-    app = create_app(make_settings(tmp_path, database_url=pg_url, client_cache_ttl=60))
-    app.test_client_class = IsolatedClient
-    prepare(app)
-    with app.app_context():
+    with running(make_settings(tmp_path, database_url=pg_url, client_cache_ttl=60)) as app:
         yield app
-        db.session.remove()
-        db.engine.dispose()
 
 
 @pytest.fixture
