@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import flask_wtf.csrf as flask_wtf_csrf
 import pytest
 from flask import Flask, request_started
 from flask.globals import _cv_app
@@ -304,3 +305,17 @@ def form_fields(html: str, form_id: str) -> dict[str, str]:
     parser = Parser()
     parser.feed(html)
     return parser.fields
+
+
+@pytest.fixture
+def signed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every CSRF token Flask-WTF signs."""
+    made: list[int] = []
+    real = flask_wtf_csrf.generate_csrf
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flask_wtf_csrf, "generate_csrf", counted)
+    return made

@@ -7,29 +7,12 @@ CSRF secret is set in the session cookie exactly where it was before.
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
 from flask import Flask
 from flask_wtf import csrf as flask_wtf_csrf
 
 from sso.web.forms import LoginForm
 
 from .conftest import PASSWORD, USERNAME, csrf_from
-
-
-@pytest.fixture
-def signed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Every CSRF token Flask-WTF signs."""
-    made: list[int] = []
-    real = flask_wtf_csrf.generate_csrf
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        made.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(flask_wtf_csrf, "generate_csrf", counted)
-    return made
 
 
 def test_a_successful_sign_in_signs_no_token(client, browser, portal, account, signed):

@@ -126,15 +126,8 @@ def test_login_fields_read_and_check_as_login_form(
         assert answers[1][-1] is (True if checked_by_csrfprotect else False)
 
 
-def test_the_token_is_the_one_flask_wtf_makes_and_made_once(app: Flask, monkeypatch: pytest.MonkeyPatch):
-    made: list[int] = []
-    real = flask_wtf_csrf.generate_csrf
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        made.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(flask_wtf_csrf, "generate_csrf", counted)
+def test_the_token_is_the_one_flask_wtf_makes_and_made_once(app: Flask, signed: list[int]):
+    made = signed
     with app.app_context(), app.test_request_context("/login"):
         fields = LoginFields()
         assert made == []  # not made until shown
