@@ -113,3 +113,12 @@ class Seen:
 
     def kinds(self) -> list[str]:
         return [kind for kind, _ in self.statements]
+
+
+def chain_ok() -> None:
+    """The audit chain verifies (sso.audit_chain.verify), the test's transaction ended."""
+    from sso import audit_chain
+
+    result = audit_chain.verify(db.session)
+    db.session.commit()
+    assert result.ok, result.to_json()

@@ -21,7 +21,7 @@ from sso import session as browser_session
 from sso.bootstrap import prepare
 from sso.db import db, open_own_connection, own_connection
 from sso.models import AuditChainHead, AuditEvent, SessionRecord
-from tests.backends import Seen, pg_url, redis_url  # noqa: F401  (fixtures)
+from tests.backends import Seen, chain_ok, pg_url, redis_url  # noqa: F401  (fixtures)
 from tests.conftest import Browser, Portal, make_portal, make_settings, query_of, running
 
 SCOPES = ["openid", "profile"]
@@ -74,12 +74,6 @@ def _record() -> dict[str, Any] | None:
     return found
 
 
-def _chain_ok() -> None:
-    result = audit_chain.verify(db.session)
-    db.session.commit()
-    assert result.ok, result.to_json()
-
-
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_the_hop_runs_on_one_connection_of_its_own_given_back_after(hop: Any) -> None:
@@ -92,7 +86,7 @@ def test_the_hop_runs_on_one_connection_of_its_own_given_back_after(hop: Any) ->
     assert seen.orm_begins == 0  # not through the request's ORM Session
     assert pool.checkedout() == 0
     assert _issued("social") == 1 and _record() == {"clients": ["tax", "social"], "ended_at": None}
-    _chain_ok()
+    chain_ok()
 
 
 @pytest.mark.postgres
@@ -119,7 +113,7 @@ def test_a_failure_after_the_first_statement_rolls_back_and_gives_the_connection
     monkeypatch.undo()
     _code(browser.authorize(portals["social"]))  # the next hop works
     assert pool.checkedout() == 0 and _issued("social") == 1
-    _chain_ok()
+    chain_ok()
 
 
 @pytest.mark.postgres
@@ -175,7 +169,7 @@ def test_a_missing_chain_head_is_made_in_the_hops_transaction(hop: Any) -> None:
     assert len(seen.connections()) == 1 and seen.commits == 1 and seen.orm_begins == 0
     assert db.engine.pool.checkedout() == 0
     assert _issued("social") == 1
-    _chain_ok()
+    chain_ok()
 
 
 @pytest.mark.postgres

@@ -22,7 +22,7 @@ from sso import audit, audit_chain
 from sso.connectors import local
 from sso.db import db
 from sso.models import Account, AuditEvent, SessionRecord
-from tests.backends import Seen, pg_url, redis_url  # noqa: F401  (fixtures)
+from tests.backends import Seen, chain_ok, pg_url, redis_url  # noqa: F401  (fixtures)
 from tests.conftest import csrf_from, make_settings, running
 
 USERNAME, PASSWORD = "alice", "correct horse battery staple"
@@ -57,12 +57,6 @@ def _count(model: Any, **where: Any) -> int:
     return int(found)
 
 
-def _chain_ok() -> None:
-    result = audit_chain.verify(db.session)
-    db.session.commit()
-    assert result.ok, result.to_json()
-
-
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_a_sign_in_runs_on_one_connection_of_its_own_given_back_after(gateway: Flask, seen: Seen) -> None:
@@ -75,7 +69,7 @@ def test_a_sign_in_runs_on_one_connection_of_its_own_given_back_after(gateway: F
     assert seen.orm_begins == 0  # not through the request's ORM Session
     assert pool.checkedout() == 0
     assert _count(SessionRecord) == 1 and _count(AuditEvent, event="login", outcome="success") == 1
-    _chain_ok()
+    chain_ok()
 
 
 @pytest.mark.postgres
@@ -87,7 +81,7 @@ def test_a_failed_sign_in_audits_on_the_same_connection(gateway: Flask, seen: Se
     assert len(seen.connections()) == 1 and seen.commits == 1 and seen.orm_begins == 0
     assert db.engine.pool.checkedout() == 0
     assert _count(SessionRecord) == 0 and _count(AuditEvent, event="login", outcome="failure") == 1
-    _chain_ok()
+    chain_ok()
 
 
 @pytest.mark.postgres
@@ -107,7 +101,7 @@ def test_a_failed_audit_append_keeps_neither_record_nor_row(
     monkeypatch.undo()
     assert _sign_in(gateway, seen).status_code == 302  # the next sign-in works
     assert _count(SessionRecord) == 1 and db.engine.pool.checkedout() == 0
-    _chain_ok()
+    chain_ok()
 
 
 @pytest.mark.postgres
@@ -130,7 +124,7 @@ def test_a_rehash_commits_its_update_on_the_same_connection(gateway: Flask, seen
     db.session.commit()
     assert stored != weak and not local.PASSWORDS.check_needs_rehash(stored)
     local.PASSWORDS.verify(stored, PASSWORD)
-    _chain_ok()
+    chain_ok()
 
 
 @pytest.mark.postgres
