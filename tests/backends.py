@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,6 +82,7 @@ class Seen:
         self.commits = 0
         self.rollbacks = 0
         self.orm_begins = 0  # transactions of an ORM Session (the request's, or the test's)
+        self._thread = threading.get_ident()
         event.listen(db.engine, "before_cursor_execute", self._sql)
         event.listen(Session, "after_begin", self._orm_begin)
         event.listen(db.engine, "commit", self._commit)
@@ -90,7 +92,11 @@ class Seen:
         self.statements.append((" ".join(statement.split()[:3]).upper(), conn.connection.dbapi_connection))
 
     def _orm_begin(self, *args: Any) -> None:
-        self.orm_begins += 1
+        # Session events fire for every app in the process: only this thread's (the test
+        # client's requests run in it) count, not a background thread of an earlier
+        # test's app (a logout notifier polling its outbox).
+        if threading.get_ident() == self._thread:
+            self.orm_begins += 1
 
     def _commit(self, conn: Any) -> None:
         self.commits += 1
