@@ -252,18 +252,26 @@ def _check_parameters(oauth_request: GatewayRequest, redirect_uri: str, datalist
         raise InvalidRequestError("The 'openid' scope is required.", redirect_uri=redirect_uri)
 
 
-def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None, *, lane: bool = False) -> Response:
-    """The answer to an authorization request (``interaction_id``: resumed after a page).
+def authorize(oauth_request: GatewayRequest, interaction_id: str | None = None) -> Response:
+    """The answer to an authorization request (``interaction_id``: resumed after a page)."""
+    response = _answer(oauth_request, interaction_id, lane=False)
+    assert response is not None  # every outcome has an answer outside the lane
+    return response
 
-    ``lane=True`` (sso.oidc.hop, outside Flask's request cycle): only the SSO hop is
-    answered, a code for a signed-in browser that needs no page; for anything else
-    None, with nothing written, and the caller hands the request to Flask.
-    """
+
+def code_or_none(oauth_request: GatewayRequest, interaction_id: str | None = None) -> Response | None:
+    """For sso.oidc.hop, outside Flask's request cycle: the answer when it is a code for a
+    signed-in browser that needs no page (the SSO hop); for anything else None, with
+    nothing written, and the caller hands the request to Flask."""
+    return _answer(oauth_request, interaction_id, lane=True)
+
+
+def _answer(oauth_request: GatewayRequest, interaction_id: str | None, lane: bool) -> Response | None:
     # The session's sliding expiry (and a stale record's sync) is written once, at the
     # end: with the portal it joins when a code is issued, or on its own (settle).
     session = browser_session.current(defer=True)
     if lane and session is None:
-        return None  # type: ignore[return-value]
+        return None
     # On PostgreSQL + psycopg, the request's database work (the account with its
     # consent, the record's write-back, the audit append, and whatever rare path they
     # take: a missing record, a missing chain head) runs on a Core connection of its
@@ -287,7 +295,7 @@ def _authorize(
     interaction_id: str | None,
     lane: bool = False,
 ) -> Response | None:
-    """``lane``: None instead of any answer but a code (see :func:`authorize`), before any write."""
+    """``lane``: None instead of any answer but a code (see :func:`code_or_none`), before any write."""
     server = _gateway().server
     state = oauth_request.payload.data.get("state")
     requested_client = oauth_request.payload.client_id

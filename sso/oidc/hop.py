@@ -5,20 +5,21 @@ without a page (consented, nothing to ask), is the call a federation makes most
 after the protocol calls of sso.oidc.lane, and Flask's request machinery (request
 context, URL matching, the before/after hooks, finalising the response) was about
 a sixth of it.  The same goes for ``GET /authorize/resume``, the request resumed
-after the login or consent page.  ``HopLane`` wraps the WSGI app and answers such
-a request through the **same** code the Flask views run (``sso.oidc.authorize.authorize``
-with ``lane=True``), in an application context, with the headers the hooks give the
-Flask route (the page headers of sso.security, ``X-Request-Id``), the same
-metrics and access line (``logs.access``), and the request's id and client address
-on its log lines and audit row (``logs.LANE_REQUEST``).
+after the login or consent page.  ``HopLane`` wraps the WSGI app and answers such a
+request through the **same** code the Flask views run
+(``sso.oidc.authorize.code_or_none``), in an application context, with the
+headers the hooks give the Flask route (the page headers of sso.security,
+``X-Request-Id``), the same metrics and access line (``logs.access``), and the
+request's id and client address on its log lines and audit row
+(``logs.LANE_REQUEST``).
 
 Everything else goes to Flask, and so do the other outcomes, decided before
-anything is written: no session, an expired interaction, a page to show (login, consent, step-up), an
-error page or error redirect, a session that ended meanwhile.  An exception goes
-to Flask as well, which then answers the request as it always did (the error
-page, or a code if the cause has gone).  Requests Flask parses differently are
-not taken: another method or path, a body, a ``lang`` parameter (its cookie is
-set by a hook), a query string that is not UTF-8.
+anything is written: no session, an expired interaction, a page to show (login,
+consent, step-up), an error page or error redirect, a session that ended
+meanwhile.  An exception goes to Flask's error handlers, which answer it as they
+always did, the hop not retried.  Requests Flask parses differently are not
+taken: another method or path, a body, a ``lang`` parameter (its cookie is set by
+a hook), a query string that is not UTF-8.
 """
 
 from __future__ import annotations
@@ -120,13 +121,13 @@ class HopLane:
         """The Flask view's answer when it is a code (views.authorize / authorize_resume), else None."""
         if path == "/authorize":
             oauth_request = GatewayRequest("GET", path, args, _NO_FORM, EnvironHeaders(environ))
-            return authorize_flow.authorize(oauth_request, lane=True)
+            return authorize_flow.code_or_none(oauth_request)
         uid = args.get("interaction", "")
         interaction = authorize_flow.load_interaction(uid)
         if interaction is None:
             return None  # expired: the view's error page
         oauth_request = GatewayRequest.from_stored(interaction["args"])
-        return authorize_flow.authorize(oauth_request, interaction_id=uid, lane=True)
+        return authorize_flow.code_or_none(oauth_request, interaction_id=uid)
 
     def _error(
         self, environ: dict[str, Any], start_response: StartResponse, failure: Exception, rid: str, started: float
