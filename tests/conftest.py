@@ -22,6 +22,7 @@ from sso import create_app
 from sso.bootstrap import prepare
 from sso.clients import create_client
 from sso.config import load_settings
+from sso.connectors import local
 from sso.connectors.local import create_account
 from sso.connectors.sqlregistry import seed_demo_registry, url_for_path
 
@@ -319,3 +320,21 @@ def signed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(flask_wtf_csrf, "generate_csrf", counted)
     return made
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every argon2 verification the password connector runs (thread-safe append)."""
+    calls: list[str] = []
+    real = local.PASSWORDS
+
+    class Counting:
+        def verify(self, stored: str, password: str) -> bool:
+            calls.append(stored)
+            return real.verify(stored, password)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    monkeypatch.setattr(local, "PASSWORDS", Counting())
+    return calls

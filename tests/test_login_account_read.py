@@ -146,23 +146,6 @@ def test_garbage_login_names_do_not_touch_the_database(gateway: Flask):
     assert seen == []
 
 
-@pytest.fixture
-def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-    real = local.PASSWORDS
-
-    class Counting:
-        def verify(self, stored: str, password: str) -> bool:
-            calls.append(stored)
-            return real.verify(stored, password)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-    monkeypatch.setattr(local, "PASSWORDS", Counting())
-    return calls
-
-
 def test_unknown_disabled_and_wrong_each_cost_one_verification(gateway: Flask, verifications: list[str]):
     connector = local.LocalAccounts()
     assert connector.login("nobody-here", LOCAL_PASSWORD) is None

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from sso import throttle
-from sso.connectors import local
 from sso.models import AuditEvent
 from tests.conftest import PASSWORD, USERNAME, csrf_from
 
@@ -35,24 +34,6 @@ class Clock:
 @pytest.fixture
 def clock(app: Any, monkeypatch: Any) -> Clock:
     return Clock(monkeypatch, app)
-
-
-@pytest.fixture
-def verifications(monkeypatch: Any) -> list[str]:
-    """Every argon2 verification the password connector runs (thread-safe append)."""
-    calls: list[str] = []
-    real = local.PASSWORDS
-
-    class Counting:
-        def verify(self, stored: str, password: str) -> bool:
-            calls.append(stored)
-            return real.verify(stored, password)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-    monkeypatch.setattr(local, "PASSWORDS", Counting())
-    return calls
 
 
 def small_policy(monkeypatch: Any, scope: str = "password", **numbers: int) -> throttle.Policy:
