@@ -131,6 +131,11 @@ def now() -> datetime:
     return utcnow()
 
 
+def today() -> date:
+    """The calendar day in China: authorisations start and end on whole China days."""
+    return now().replace(tzinfo=UTC).astimezone(CHINA).date()
+
+
 # ---- helpers -------------------------------------------------------------------------
 
 
@@ -389,8 +394,7 @@ def _bounds(valid_from: date | datetime, valid_until: date | datetime) -> tuple[
 
 
 def _start_of_today() -> datetime:
-    now_china = now().replace(tzinfo=UTC).astimezone(CHINA)
-    start = datetime.combine(now_china.date(), time(0), tzinfo=CHINA)
+    start = datetime.combine(today(), time(0), tzinfo=CHINA)
     return start.astimezone(UTC).replace(tzinfo=None)
 
 

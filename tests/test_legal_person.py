@@ -172,8 +172,7 @@ def row_action(client, action, authorisation_id):
     )
 
 
-def legal_today():
-    return (utcnow() + timedelta(hours=8)).date()
+legal_today = legal.today
 
 
 def authorise_zhao(zhang, roles=("tax_filing", "social_security"), days=180):

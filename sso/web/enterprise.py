@@ -147,10 +147,6 @@ def beijing_date(moment: datetime | None, *, end: bool = False) -> str:
     return local.date().isoformat()
 
 
-def _today() -> date:
-    return (legal.now() + timedelta(hours=8)).date()
-
-
 def _to_login(uid: str | None) -> Response:
     args: dict[str, str] = {"principal": "legal"}
     if uid:
@@ -341,7 +337,7 @@ def authorisations() -> Response:
         granted = legal.authorisations_granted(account, represented) if represented else []
         received = legal.authorisations_received(account)
         people = _accounts({r.agent_account_id for r in granted} | {r.grantor_account_id for r in received})
-        today = _today()
+        today = legal.today()
         body = render_template(
             "enterprise_authorisations.html",
             form=form,

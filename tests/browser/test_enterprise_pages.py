@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
+from sso import legal
 from sso.accounts import register_citizen, verify_real_name
 from sso.connectors.demo_data import DEMO_AGENT, DEMO_CITIZEN
 from tests.browser.conftest import screenshot
@@ -42,10 +43,14 @@ def test_enterprise_tab_then_choice_then_agent_authorisation(page, gateway):
     page.fill("#agent_name", DEMO_AGENT.name)
     page.fill("#agent_id_number", DEMO_AGENT.id_number)
     page.check("input[name=roles][value=tax_filing]")
-    today = date.today()
-    page.fill("#valid_from", today.isoformat())
+    # The gateway's day is China's (UTC+8), not this machine's: between 16:00 and
+    # 24:00 UTC they differ, and a start "before today" is refused.
+    with gateway.app.app_context():
+        today = legal.today()
+    assert page.input_value("#valid_from") == today.isoformat()  # the form starts today
     page.fill("#valid_until", (today + timedelta(days=90)).isoformat())
     page.click("form#grant-form button[type=submit]")
+    page.wait_for_url("**done=granted**")
     body = page.content()
     assert DEMO_AGENT.id_number not in body
     assert "赵敏" in body
