@@ -30,6 +30,12 @@ from .identifiers import (
 
 log = logging.getLogger("sso.audit")
 
+# A sign-in at a portal: the portal redeemed its code, and so learnt who signed in
+# (sso.oidc.grants).  Before 2026-12 the event was written when the code was issued
+# (SIGN_IN_EVENT_UNTIL_2026_12); the statistics count both (sso.stats).
+SIGN_IN_EVENT = "authorize.code_redeemed"
+SIGN_IN_EVENT_UNTIL_2026_12 = "authorize.code_issued"
+
 # A detail key named like a credential is dropped whatever its value.
 CREDENTIAL_KEY = re.compile(r"secret|passw|token", re.IGNORECASE)
 # 18 letters/digits standing alone: the length of both national identifiers.

@@ -62,7 +62,7 @@ def end_session(sid: str, reason: str) -> bool:
         .values(revoked_at=now, revoked_reason="logout")
     )
     queued = []
-    for client_id in record.clients or []:
+    for client_id in _portals(record):
         client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
         if client is not None and client.backchannel_logout_uri and not client.disabled:
             db.session.add(LogoutDelivery(sid=sid, client_id=client_id, account_id=record.account_id))
@@ -73,6 +73,17 @@ def end_session(sid: str, reason: str) -> bool:
     if notifier is not None and queued:
         notifier.wake()
     return True
+
+
+def _portals(record: SessionRecord) -> list[str]:
+    """The portals of the session: those in the record's snapshot of the browser
+    session (synced with it at most every RECORD_SYNC seconds, sso.session) and those
+    that redeemed a code under its ``sid`` (a grant each; the hop that gave the code
+    does not write the record), in the order they joined."""
+    redeemed = db.session.execute(
+        db.select(Grant.client_id).where(Grant.sid == record.sid).order_by(Grant.created_at)
+    ).scalars()
+    return list(dict.fromkeys([*(record.clients or []), *redeemed]))
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -9,7 +9,12 @@ Idle timeout slides on use; the absolute timeout never moves.
 
 Writes per request: at most one store write for the session (the sliding expiry
 is an ``EXPIRE``, or comes with the ``SET`` when the session changed or its
-durable record is synced) and at most one ``UPDATE`` of its SessionRecord.  A
+durable record is synced) and at most one ``UPDATE`` of its SessionRecord: when
+the handle changes, or when the record's idle-expiry estimate is more than
+``RECORD_SYNC`` seconds old.  A portal joining the session is not a record write:
+the record's ``clients`` is a snapshot taken at those syncs, and single logout
+tells the portals of the session's grants as well (sso.logout.end_session), the
+ones that redeemed a code under this ``sid``.  A
 caller that may change the session later in the request (the authorization
 endpoint) reads it with ``current(defer=True)`` and ends with :func:`save` or
 :func:`settle`, so the record and the store are written once, not twice.
@@ -338,27 +343,29 @@ def _slide(session: BrowserSession, *, changed: bool, commit: bool, with_entry: 
     """The sliding idle timeout, with the session's changes and the record's sync when due.
 
     One store write: ``SET ... XX`` (value and TTL) when the session changed or its
-    record is synced now, ``EXPIRE`` otherwise; one record ``UPDATE`` at most.
+    record is synced now, ``EXPIRE`` otherwise; one record ``UPDATE`` at most, and
+    only when the record is stale (a change such as a portal joining is the store's).
     Neither writes a session that is gone: False when it has ended (record) or left
     the store (logout, expiry) since it was read.  ``with_entry`` is stored with the
     session's write, atomically, or not at all.
     """
     store = _store()
-    if changed or _stale(session):
+    sync = _stale(session)
+    if changed or sync:
         # The record's UPDATE is committed only once the store took the write: a
         # handle the store dropped meanwhile (a logout, a rotation) is not put back
         # in the record, where a later logout would delete it instead of the live one.
-        if not _sync_record(session, commit=False):
+        if sync and not _sync_record(session, commit=False):
             return False
         if with_entry is None:
             stored = store.replace(KIND, session.handle, session.to_dict(), _ttl(session))
         else:
             stored = store.replace_and_put(KIND, session.handle, session.to_dict(), _ttl(session), with_entry)
         if not stored:
-            if commit:
+            if commit and sync:
                 rollback_unit()  # else: the caller's transaction, which it rolls back
             return False
-        if commit:
+        if commit and sync:
             commit_unit()
         return True
     if with_entry is None:

@@ -1,8 +1,9 @@
 """Usage statistics from the audit trail and the session index.
 
-A sign-in at a portal is an authorization code issued to it (the
-``authorize.code_issued`` audit event, which also names the assurance level and
-whether the person acted for themselves or for an enterprise).  Days are
+A sign-in at a portal is an authorization code it redeemed (the
+``authorize.code_redeemed`` audit event, which also names the assurance level and
+whether the person acted for themselves or for an enterprise; rows written before
+2026-12 are ``authorize.code_issued``, at the code's issue, and count the same).  Days are
 calendar days in China Standard Time (UTC+8, no daylight saving), the
 programme's reporting day; timestamps in the database are naive UTC.
 """
@@ -16,10 +17,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from . import audit
 from .db import db
 from .models import AuditEvent, Client, Consent, SessionRecord, utcnow
 
-SIGN_IN_EVENT = "authorize.code_issued"
+SIGN_IN_EVENTS = (audit.SIGN_IN_EVENT, audit.SIGN_IN_EVENT_UNTIL_2026_12)
 REPORT_OFFSET = timedelta(hours=8)
 REPORT_TZ = timezone(REPORT_OFFSET, "UTC+08:00")
 MAX_DAYS = 366
@@ -111,7 +113,7 @@ def compute(days: int = 14, now: datetime | None = None) -> Stats:
     by_acr: Counter[str] = Counter()
     rows = db.session.execute(
         select(AuditEvent.at, AuditEvent.client_id, AuditEvent.detail)
-        .where(AuditEvent.event == SIGN_IN_EVENT, AuditEvent.outcome == "success")
+        .where(AuditEvent.event.in_(SIGN_IN_EVENTS), AuditEvent.outcome == "success")
         .where(AuditEvent.at >= start, AuditEvent.at <= now)
         .execution_options(yield_per=1000)
     )

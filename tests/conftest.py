@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -254,6 +255,23 @@ class Browser:
 @pytest.fixture
 def browser(client: FlaskClient) -> Browser:
     return Browser(client)
+
+
+def session_handle(browser: Browser) -> str:
+    """The store key of the browser's gateway session (its cookie's first half)."""
+    cookie = browser.client.get_cookie("sso_session")
+    assert cookie is not None
+    return cookie.value.split(".")[0]
+
+
+def make_record_stale(app: Flask, handle: str) -> None:
+    """The session's durable record is due its sync: the next write-back UPDATEs it."""
+    from sso import session as browser_session
+
+    store = app.extensions["sso"].store
+    data = store.get(browser_session.KIND, handle)
+    data["synced_at"] = int(time.time()) - browser_session.RECORD_SYNC - 5
+    store.put(browser_session.KIND, handle, data, 600)
 
 
 def basic(portal: Portal) -> dict[str, str]:

@@ -26,7 +26,7 @@ from sso.db import db
 from sso.identifiers import mask_credit_code, mask_resident_id
 from sso.models import AuditChainHead, AuditEvent
 from tests.backends import pg_url  # noqa: F401  (fixture)
-from tests.conftest import make_settings
+from tests.conftest import make_settings, redeem
 
 ID_NUMBER = DEMO_CITIZEN.id_number  # 110101199003071233, a valid resident identity number
 CREDIT_CODE = DEMO_ENTERPRISES[0].credit_code
@@ -91,9 +91,9 @@ def test_a_rolled_back_append_leaves_no_trace_in_the_chain(app: Flask) -> None:
 
 
 def test_events_of_a_real_flow_are_chained(app: Flask, browser: Any, portal: Any, account: Any) -> None:
-    browser.code_for(portal)
+    assert redeem(browser.client, portal, *browser.code_for(portal)).status_code == 200
     events = [r.event for r in rows()]
-    assert {"client.created", "login", "consent.granted", "authorize.code_issued"} <= set(events)
+    assert {"client.created", "login", "consent.granted", "authorize.code_redeemed"} <= set(events)
     assert_intact(len(events))
 
 

@@ -2,10 +2,10 @@
 
 On PostgreSQL + psycopg the hop (GET /authorize with a gateway session) takes a
 connection from the pool for its statements, not the request's ORM Session: the
-account with its consent, the session record's UPDATE (and, off the usual path, the
-record's existence check and INSERT), the audit append (and the chain head's
-creation) all run on it, in one transaction, committed once; it always goes back to
-the pool, rolled back unless committed, also when something fails half-way.
+account with its consent, and when the session's record is due its sync the
+record's UPDATE (and, off the usual path, the record's existence check and INSERT)
+all run on it, in one transaction, committed once; it always goes back to the pool,
+rolled back unless committed, also when something fails half-way.
 """
 
 from __future__ import annotations
@@ -16,13 +16,22 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from sso import audit_chain, consent, create_app
+from sso import consent, create_app
 from sso import session as browser_session
 from sso.bootstrap import prepare
 from sso.db import db, open_own_connection, own_connection
-from sso.models import AuditChainHead, AuditEvent, SessionRecord
+from sso.models import SessionRecord
 from tests.backends import Seen, chain_ok, pg_url, redis_url  # noqa: F401  (fixtures)
-from tests.conftest import Browser, Portal, make_portal, make_settings, query_of, running
+from tests.conftest import (
+    Browser,
+    Portal,
+    make_portal,
+    make_record_stale,
+    make_settings,
+    query_of,
+    running,
+    session_handle,
+)
 
 SCOPES = ["openid", "profile"]
 
@@ -57,14 +66,6 @@ def _code(response: Any) -> str:
     return query["code"]
 
 
-def _issued(client_id: str) -> int:
-    found = db.session.execute(
-        db.select(db.func.count()).select_from(AuditEvent).filter_by(event="authorize.code_issued", client_id=client_id)
-    ).scalar_one()
-    db.session.commit()
-    return int(found)
-
-
 def _record() -> dict[str, Any] | None:
     """The session record's columns (read in a transaction of the test's own, ended after)."""
     db.session.expire_all()
@@ -76,52 +77,56 @@ def _record() -> dict[str, Any] | None:
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_the_hop_runs_on_one_connection_of_its_own_given_back_after(hop: Any) -> None:
+def test_the_hop_runs_on_one_connection_of_its_own_given_back_after(hop: Any, gateway: Flask) -> None:
     browser, portals, seen = hop
     pool = db.engine.pool
     assert pool.checkedout() == 0
     _code(browser.authorize(portals["social"]))
-    assert seen.kinds() == ["SELECT ACCOUNTS.STATUS, ACCOUNTS.ASSURANCE,", "UPDATE SESSION_RECORDS SET", "WITH HEAD AS"]
-    assert len(seen.connections()) == 1 and seen.commits == 1 and seen.rollbacks == 0
+    assert seen.kinds() == ["SELECT ACCOUNTS.STATUS, ACCOUNTS.ASSURANCE,"]
+    assert len(seen.connections()) == 1 and seen.commits == 0 and seen.rollbacks == 1
     assert seen.orm_begins == 0  # not through the request's ORM Session
     assert pool.checkedout() == 0
-    assert _issued("social") == 1 and _record() == {"clients": ["tax", "social"], "ended_at": None}
+    # The record's sync, when due, on the same connection, committed once.
+    make_record_stale(gateway, session_handle(browser))
+    seen.reset()
+    _code(browser.authorize(portals["tax"]))
+    assert seen.kinds() == ["SELECT ACCOUNTS.STATUS, ACCOUNTS.ASSURANCE,", "UPDATE SESSION_RECORDS SET"]
+    assert len(seen.connections()) == 1 and seen.commits == 1 and seen.rollbacks == 0
+    assert seen.orm_begins == 0 and pool.checkedout() == 0
+    assert _record() == {"clients": ["tax", "social"], "ended_at": None}
     chain_ok()
 
 
 @pytest.mark.postgres
 @pytest.mark.redis
-@pytest.mark.parametrize("where", ["record", "audit"])
 def test_a_failure_after_the_first_statement_rolls_back_and_gives_the_connection_back(
-    hop: Any, monkeypatch: pytest.MonkeyPatch, where: str
+    hop: Any, gateway: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     browser, portals, seen = hop
     pool = db.engine.pool
+    make_record_stale(gateway, session_handle(browser))
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("injected")
 
-    if where == "record":  # after the account + consent SELECT
-        monkeypatch.setattr(browser_session, "_update_record", broken)
-    else:  # after the SELECT and the record's UPDATE
-        monkeypatch.setattr(audit_chain, "_pg_append_params", broken)
+    monkeypatch.setattr(browser_session, "_update_record", broken)  # after the account + consent SELECT
     response = browser.authorize(portals["social"])
     assert response.status_code == 500 and "code=" not in response.headers.get("Location", "")
     assert seen.commits == 0 and seen.rollbacks == 1
     assert pool.checkedout() == 0  # given back, its transaction rolled back
-    assert _issued("social") == 0 and _record() == {"clients": ["tax"], "ended_at": None}
+    assert _record() == {"clients": [], "ended_at": None}
     monkeypatch.undo()
     _code(browser.authorize(portals["social"]))  # the next hop works
-    assert pool.checkedout() == 0 and _issued("social") == 1
-    chain_ok()
+    assert pool.checkedout() == 0 and _record() == {"clients": ["tax", "social"], "ended_at": None}
 
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_a_missing_session_record_is_inserted_in_the_hops_transaction(hop: Any) -> None:
+def test_a_missing_session_record_is_inserted_in_the_hops_transaction(hop: Any, gateway: Flask) -> None:
     browser, portals, seen = hop
     db.session.execute(db.delete(SessionRecord))
     db.session.commit()
+    make_record_stale(gateway, session_handle(browser))
     seen.reset()
     _code(browser.authorize(portals["social"]))
     assert seen.kinds() == [
@@ -129,47 +134,10 @@ def test_a_missing_session_record_is_inserted_in_the_hops_transaction(hop: Any) 
         "UPDATE SESSION_RECORDS SET",
         "SELECT SESSION_RECORDS.SID FROM",
         "INSERT INTO SESSION_RECORDS",
-        "WITH HEAD AS",
     ]
     assert len(seen.connections()) == 1 and seen.commits == 1 and seen.orm_begins == 0
     assert db.engine.pool.checkedout() == 0
     assert _record() == {"clients": ["tax", "social"], "ended_at": None}
-    assert _issued("social") == 1
-
-
-@pytest.mark.postgres
-@pytest.mark.redis
-def test_the_inserted_record_is_rolled_back_with_a_failed_audit_append(
-    hop: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    browser, portals, seen = hop
-    db.session.execute(db.delete(SessionRecord))
-    db.session.commit()
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("injected")
-
-    monkeypatch.setattr(audit_chain, "_pg_append_params", broken)
-    assert browser.authorize(portals["social"]).status_code == 500
-    assert _record() is None and _issued("social") == 0  # one transaction: neither
-    assert db.engine.pool.checkedout() == 0
-
-
-@pytest.mark.postgres
-@pytest.mark.redis
-def test_a_missing_chain_head_is_made_in_the_hops_transaction(hop: Any) -> None:
-    browser, portals, seen = hop
-    db.session.execute(db.delete(AuditChainHead))
-    db.session.commit()
-    seen.reset()
-    _code(browser.authorize(portals["social"]))
-    kinds = seen.kinds()
-    assert kinds[:3] == ["SELECT ACCOUNTS.STATUS, ACCOUNTS.ASSURANCE,", "UPDATE SESSION_RECORDS SET", "WITH HEAD AS"]
-    assert any(kind.startswith("INSERT INTO AUDIT_CHAIN_HEAD") for kind in kinds[3:]), kinds
-    assert len(seen.connections()) == 1 and seen.commits == 1 and seen.orm_begins == 0
-    assert db.engine.pool.checkedout() == 0
-    assert _issued("social") == 1
-    chain_ok()
 
 
 @pytest.mark.postgres
@@ -186,7 +154,7 @@ def test_a_disabled_account_writes_nothing_and_gives_the_connection_back(hop: An
     # Read by the hop's lane, which leaves the request to Flask with nothing written, then
     # by the Flask view (sso.oidc.hop); neither writes.
     assert seen.kinds() == ["SELECT ACCOUNTS.STATUS, ACCOUNTS.ASSURANCE,"] * 2 and seen.commits == 0
-    assert db.engine.pool.checkedout() == 0 and _issued("social") == 0
+    assert db.engine.pool.checkedout() == 0
 
 
 @pytest.mark.postgres

@@ -70,7 +70,8 @@ def test_code_exchange_and_refresh_statements(pg_app, setup):
     with recording(pg_app) as seen:
         first = redeem(client, portal, code, verifier)
     assert first.status_code == 200, first.text
-    assert seen.statements == ["INSERT grants + INSERT refresh_tokens"]
+    # The grant with its first refresh token, then the sign-in's audit row; one commit.
+    assert seen.statements == ["INSERT grants + INSERT refresh_tokens", "UPDATE audit_chain_head + INSERT audit_events"]
     assert seen.commits == 1
     with recording(pg_app) as seen:
         second = refresh(client, portal, first.get_json()["refresh_token"])

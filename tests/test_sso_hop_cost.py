@@ -1,12 +1,13 @@
 """What one SSO hop costs: SQL statements, commits and session-store writes, pinned.
 
 A browser with a gateway session asks a pre-consented portal for a code
-(GET /authorize -> 302 with a code).  On the production backends that is three
-SQL statements (the account with its remembered consent, the session record's
-UPDATE, the audit append) in one commit, and two Redis round trips: the session's
-read, then its write-back with the code (one script: the code only if the session
-is still there).  A regression (a second write of the record, an extra round
-trip) fails here rather than in a load test.
+(GET /authorize -> 302 with a code).  On the production backends that is one SQL
+statement (the account with its remembered consent) and no commit, and two Redis
+round trips: the session's read, then its write-back with the code (one script:
+the code only if the session is still there).  The session's durable record is
+written only when its sync is due (every RECORD_SYNC seconds), and the sign-in is
+audited when the portal redeems the code.  A regression (a write per hop, an
+extra round trip) fails here rather than in a load test.
 """
 
 from __future__ import annotations
@@ -19,13 +20,23 @@ import pytest
 from flask import Flask
 from sqlalchemy import event
 
-from sso import consent, create_app
+from sso import consent, create_app, logout
 from sso import session as browser_session
 from sso.bootstrap import prepare
 from sso.db import db
 from sso.models import AuditEvent, SessionRecord
 from tests.backends import pg_url, redis_url  # noqa: F401  (fixtures)
-from tests.conftest import Browser, IsolatedClient, Portal, make_settings, query_of
+from tests.conftest import (
+    Browser,
+    IsolatedClient,
+    Portal,
+    make_record_stale,
+    make_settings,
+    pkce_pair,
+    query_of,
+    redeem,
+    session_handle,
+)
 
 SCOPES = ["openid", "profile"]
 
@@ -114,24 +125,11 @@ def hop(prod_app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Brow
     counter.close()
 
 
-def _handle(browser: Browser) -> str:
-    cookie = browser.client.get_cookie("sso_session")
-    assert cookie is not None
-    return cookie.value.split(".")[0]
-
-
 def _code(response: Any) -> str:
     assert response.status_code == 302, response.text[:300]
     query = query_of(response.headers["Location"])
     assert "code" in query, query
     return query["code"]
-
-
-def _make_stale(app: Flask, handle: str) -> None:
-    store = app.extensions["sso"].store
-    data = store.get(browser_session.KIND, handle)
-    data["synced_at"] = int(time.time()) - browser_session.RECORD_SYNC - 5
-    store.put(browser_session.KIND, handle, data, 600)
 
 
 def _record(browser: Browser) -> SessionRecord:
@@ -141,35 +139,54 @@ def _record(browser: Browser) -> SessionRecord:
     return records[0]
 
 
+def _sign_ins(client_id: str) -> list[AuditEvent]:
+    return list(
+        db.session.execute(db.select(AuditEvent).filter_by(event="authorize.code_redeemed", client_id=client_id))
+        .scalars()
+        .all()
+    )
+
+
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_a_hop_is_three_statements_one_commit_and_one_session_write(hop: Any) -> None:
+def test_a_hop_is_one_statement_no_commit_and_one_session_write(hop: Any, prod_app: Flask) -> None:
     browser, portals, counter = hop
     counter.reset()
-    _code(browser.authorize(portals["social"]))
-    assert len(counter.statements) == 3, [s.split()[:4] for s in counter.statements]
-    assert counter.commits == 1
-    assert counter.record_updates() == 1
+    verifier, challenge = pkce_pair()
+    response = browser.authorize(portals["social"], code_challenge=challenge, code_challenge_method="S256")
+    code = _code(response)
+    assert len(counter.statements) == 1, [s.split()[:4] for s in counter.statements]
+    assert counter.commits == 0 and counter.record_updates() == 0
     # No separate EXPIRE (the SET slides the expiry), and the code goes with the session's write.
     assert counter.session_ops() == ["get", "replace_and_put"]
     assert counter.store == [("get", "session"), ("replace_and_put", "session")]
-    assert _record(browser).clients == ["tax", "social"]
-    assert db.session.execute(
-        db.select(AuditEvent).filter_by(event="authorize.code_issued", client_id="social")
-    ).first()
+    stored = prod_app.extensions["sso"].store.get(browser_session.KIND, session_handle(browser))
+    assert stored["clients"] == ["tax", "social"]
+    assert _record(browser).clients == []  # the record's snapshot at login: synced when due
+    assert _sign_ins("social") == []  # not yet: the portal has not learnt who signed in
+
+    # The portal redeems the code: the sign-in is audited then, with the grant it opened,
+    # and single logout finds the portal through that grant.
+    assert redeem(browser.client, portals["social"], code, verifier).status_code == 200
+    db.session.expire_all()
+    (event,) = _sign_ins("social")
+    assert event.actor == _record(browser).account_id and event.detail["acr"] and event.detail["grant"]
+    assert event.detail["principal"] == "natural" and event.detail["sid"] == _record(browser).sid
+    # ("tax" got a code at sign-in that it never redeemed: it knows of no session to end.)
+    assert logout._portals(_record(browser)) == ["social"]
 
 
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_a_stale_record_is_written_once(hop: Any, prod_app: Flask) -> None:
     browser, portals, counter = hop
-    handle = _handle(browser)
-    _make_stale(prod_app, handle)
+    handle = session_handle(browser)
+    make_record_stale(prod_app, handle)
     before = _record(browser).last_seen_at
     counter.reset()
     _code(browser.authorize(portals["social"]))
     assert counter.record_updates() == 1, counter.statements
-    assert len(counter.statements) == 3 and counter.commits == 1
+    assert len(counter.statements) == 2 and counter.commits == 1
     assert counter.session_ops() == ["get", "replace_and_put"] and len(counter.store) == 2
     record = _record(browser)
     assert record.clients == ["tax", "social"] and record.last_seen_at > before
@@ -181,14 +198,14 @@ def test_a_stale_record_is_written_once(hop: Any, prod_app: Flask) -> None:
 @pytest.mark.redis
 def test_a_return_to_a_known_portal_syncs_a_stale_record_in_the_same_commit(hop: Any, prod_app: Flask) -> None:
     browser, portals, counter = hop
-    _make_stale(prod_app, _handle(browser))
+    make_record_stale(prod_app, session_handle(browser))
     counter.reset()
     _code(browser.authorize(portals["tax"]))  # already in the session: nothing joins
-    assert counter.record_updates() == 1 and len(counter.statements) == 3 and counter.commits == 1
+    assert counter.record_updates() == 1 and len(counter.statements) == 2 and counter.commits == 1
     assert counter.session_ops() == ["get", "replace_and_put"] and len(counter.store) == 2
     counter.reset()
     _code(browser.authorize(portals["tax"]))  # now fresh: the expiry alone slides
-    assert counter.record_updates() == 0 and len(counter.statements) == 2 and counter.commits == 1
+    assert counter.record_updates() == 0 and len(counter.statements) == 1 and counter.commits == 0
     assert counter.session_ops() == ["get", "touch_and_put"] and len(counter.store) == 2
 
 
@@ -200,7 +217,7 @@ def test_the_idle_timeout_slides_whatever_authorize_answers(hop: Any, prod_app: 
 
     browser, portals, counter = hop
     store = prod_app.extensions["sso"].store
-    key = store._key(browser_session.KIND, _handle(browser))
+    key = store._key(browser_session.KIND, session_handle(browser))
     raw = redis.Redis.from_url(prod_app.extensions["sso"].settings.redis_url)
     raw.expire(key, 30)
     counter.reset()
@@ -218,8 +235,10 @@ def test_the_idle_timeout_slides_whatever_authorize_answers(hop: Any, prod_app: 
     assert idle - 5 <= raw.ttl(key) <= idle
 
 
-def test_a_hop_on_sqlite_is_five_statements_and_one_commit(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The embedded default: the audit append takes the write lock with its own UPDATE.
+def test_a_hop_on_sqlite_is_one_statement_and_two_with_a_due_sync(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The embedded default: the same statements through the ORM Session.
     app = create_app(make_settings(tmp_path, client_cache_ttl=60))
     prepare(app)
     with app.app_context():
@@ -230,10 +249,14 @@ def _sqlite_hop(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     _, browser, portals = _setup(app)
     counter = Counter(app, monkeypatch)
     try:
-        _make_stale(app, _handle(browser))
         counter.reset()
         _code(browser.authorize(portals["social"]))
-        assert len(counter.statements) == 5, counter.statements
+        assert len(counter.statements) == 1 and counter.commits == 0, counter.statements
+        assert counter.session_ops() == ["get", "replace_and_put"] and len(counter.store) == 2
+        make_record_stale(app, session_handle(browser))
+        counter.reset()
+        _code(browser.authorize(portals["tax"]))
+        assert len(counter.statements) == 2, counter.statements
         assert counter.commits == 1 and counter.record_updates() == 1
         assert counter.session_ops() == ["get", "replace_and_put"] and len(counter.store) == 2
     finally:

@@ -22,8 +22,8 @@ from sso.clients import create_client
 from sso.connectors.demo_data import DEMO_CITIZEN, DEMO_ENTERPRISES
 from sso.db import db
 from sso.logout import end_session
-from sso.models import Account, AuditEvent, SessionRecord, utcnow
-from tests.conftest import ISSUER, USERNAME, Browser, Portal, pkce_pair
+from sso.models import Account, AuditEvent, Grant, SessionRecord, utcnow
+from tests.conftest import ISSUER, USERNAME, Browser, Portal, pkce_pair, redeem
 
 CITIZEN_PASSWORD = "Zhang-San-2026"
 SOCIAL = "https://social.example.gov.cn/cb"
@@ -35,12 +35,18 @@ def social(app: Flask) -> Portal:
     return Portal(reg.client.client_id, reg.client_secret, SOCIAL)
 
 
+def signs_in_at(browser: Browser, portal: Portal) -> None:
+    """A sign-in at ``portal``: its code, redeemed (the moment the statistics count)."""
+    assert redeem(browser.client, portal, *browser.code_for(portal)).status_code == 200
+
+
 def sign_in_citizen(client: FlaskClient, portal: Portal) -> Browser:
     browser = Browser(client)
-    _, challenge = pkce_pair()
+    verifier, challenge = pkce_pair()
     first = browser.authorize(portal, code_challenge=challenge, code_challenge_method="S256")
     response = browser.login(first.headers["Location"], username=DEMO_CITIZEN.phone, password=CITIZEN_PASSWORD)
-    assert "code" in browser.follow_to_client(response, portal.redirect_uri)
+    code = browser.follow_to_client(response, portal.redirect_uri)["code"]
+    assert redeem(client, portal, code, verifier).status_code == 200
     return browser
 
 
@@ -65,11 +71,12 @@ def scenario(app: Flask, portal: Portal, social: Portal, account: Any) -> dict[s
     register_citizen(verify_real_name(DEMO_CITIZEN.name, DEMO_CITIZEN.id_number), CITIZEN_PASSWORD, DEMO_CITIZEN.phone)
     alice = Browser(app.test_client())
     for target in (portal, social, portal):
-        alice.code_for(target)
+        signs_in_at(alice, target)
+    alice.code_for(social)  # a code never redeemed: the portal never learnt who it was for
     zhang_client = app.test_client()
     sign_in_citizen(zhang_client, social)
     act_for_enterprise(zhang_client)
-    Browser(zhang_client).code_for(social)
+    signs_in_at(Browser(zhang_client), social)
     return {"alice": alice, "zhang": zhang_client}
 
 
@@ -90,9 +97,9 @@ def test_sign_ins_per_portal_principal_and_level(scenario: dict[str, Any]) -> No
     assert [p.client_id for p in result.portals] == ["social-portal", "tax-portal"]
 
 
-def test_code_issued_events_carry_what_the_statistics_need(scenario: dict[str, Any]) -> None:
+def test_code_redeemed_events_carry_what_the_statistics_need(scenario: dict[str, Any]) -> None:
     events = (
-        db.session.execute(db.select(AuditEvent).filter_by(event="authorize.code_issued").order_by(AuditEvent.id))
+        db.session.execute(db.select(AuditEvent).filter_by(event="authorize.code_redeemed").order_by(AuditEvent.id))
         .scalars()
         .all()
     )
@@ -101,6 +108,9 @@ def test_code_issued_events_carry_what_the_statistics_need(scenario: dict[str, A
     assert events[0].actor == alice.id
     assert events[0].detail["acr"] == "urn:cn:sso:loa:1" and events[0].detail["principal"] == "natural"
     assert events[-1].detail["principal"] == "legal" and events[-1].detail["sid"]
+    # Each names the grant the code opened (revocations of it name the same grant).
+    grants = {row.id: row.client_id for row in db.session.execute(db.select(Grant)).scalars()}
+    assert [grants[e.detail["grant"]] for e in events] == [e.client_id for e in events]
 
 
 def test_ended_and_expired_sessions_are_not_active(scenario: dict[str, Any]) -> None:
@@ -128,8 +138,10 @@ def test_days_follow_china_standard_time_and_the_window(app: Flask, monkeypatch:
     ]
     clock = iter(moments)
     monkeypatch.setattr(audit_chain, "utcnow", lambda: next(clock))
-    for _ in moments:
-        audit.record("authorize.code_issued", client_id="tax-portal", acr="urn:cn:sso:loa:1", principal="natural")
+    for n, _ in enumerate(moments):
+        # Rows written before 2026-12, at the code's issue, count as sign-ins too.
+        event = audit.SIGN_IN_EVENT if n % 2 else audit.SIGN_IN_EVENT_UNTIL_2026_12
+        audit.record(event, client_id="tax-portal", acr="urn:cn:sso:loa:1", principal="natural")
     result = stats.compute(6, now=now)
     assert result.days[0] == date(2026, 5, 5) and result.days[-1] == date(2026, 5, 10)
     assert result.per_day == {

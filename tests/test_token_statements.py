@@ -60,6 +60,9 @@ def recording(app: Any) -> Iterator[Recorded]:
         event.remove(engine, "commit", commit)
 
 
+SQLITE_AUDIT_APPEND = ["UPDATE audit_chain_head", "INSERT audit_events", "UPDATE audit_chain_head"]
+
+
 def refresh(client, portal, token):
     return client.post("/token", data={"grant_type": "refresh_token", "refresh_token": token}, headers=basic(portal))
 
@@ -69,17 +72,18 @@ def warm(client, portal) -> None:
     assert client.post("/token", data={"grant_type": "client_credentials"}, headers=basic(portal)).status_code == 200
 
 
-def test_code_exchange_is_two_statements_and_one_commit(app, browser, client, portal, account):
+def test_code_exchange_is_five_statements_and_one_commit(app, browser, client, portal, account):
     code, verifier = browser.code_for(portal)
     warm(client, portal)
     with recording(app) as seen:
         response = redeem(client, portal, code, verifier)
     assert response.status_code == 200, response.text
     assert {"access_token", "id_token", "refresh_token"} <= set(response.get_json())
-    # The grant (INSERT ... SELECT from its account: none if the account is gone) and
-    # its first refresh token, committed together before anything is signed (a replay
+    # The grant (INSERT ... SELECT from its account: none if the account is gone), its
+    # first refresh token and the sign-in's audit row (SQLite: the chain head taken,
+    # the row, the head moved), committed together before anything is signed (a replay
     # of the code finds the grant from then on).
-    assert seen.statements == ["INSERT grants", "INSERT refresh_tokens"]
+    assert seen.statements == ["INSERT grants", "INSERT refresh_tokens", *SQLITE_AUDIT_APPEND]
     assert seen.commits == 1
 
 
@@ -112,7 +116,7 @@ def test_code_exchange_without_the_refresh_grant_stores_no_refresh_token(app, br
     assert response.status_code == 200, response.text
     assert "refresh_token" not in response.get_json()
     assert "INSERT refresh_tokens" not in seen.statements
-    assert seen.statements[-1:] == ["INSERT grants"]
+    assert seen.statements[-4:] == ["INSERT grants", *SQLITE_AUDIT_APPEND]
     assert seen.commits == 1
 
 

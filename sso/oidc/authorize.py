@@ -20,7 +20,7 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedRespon
 from authlib.oidc.core.errors import ConsentRequiredError, InteractionRequiredError, LoginRequiredError
 from flask import Response, current_app, g, has_request_context, redirect, url_for
 
-from .. import audit, claims_request, consent
+from .. import claims_request, consent
 from .. import session as browser_session
 from ..crypto import new_token
 from ..db import close_own_connection, db, open_own_connection
@@ -273,8 +273,8 @@ def _answer(oauth_request: GatewayRequest, interaction_id: str | None, lane: boo
     if lane and session is None:
         return None
     # On PostgreSQL + psycopg, the request's database work (the account with its
-    # consent, the record's write-back, the audit append, and whatever rare path they
-    # take: a missing record, a missing chain head) runs on a Core connection of its
+    # consent, the record's write-back when due, and whatever rare path they take: a
+    # missing record) runs on a Core connection of its
     # own, in one transaction, not through the ORM Session (~140 us of bookkeeping
     # for statements that load no object): sso.db.open_own_connection.  Always given
     # back, rolled back unless committed.  Elsewhere (SQLite), or with the Session
@@ -341,23 +341,24 @@ def _authorize(
     oauth_request.defer_code_write = True
     response = server.create_authorization_response(oauth_request, grant_user=end_user, grant=grant)
     code_entry = getattr(oauth_request, "code_entry", None) if response.status_code == 302 else None
-    issued = code_entry is not None
-    if lane and not issued:
+    if lane and code_entry is None:
         return None  # an error redirect (nothing stored: the code write was deferred)
     if response.status_code == 302:
-        # The session record's row first, the audit chain's head after (the chain's lock
-        # order), and one commit for both when a code was issued.  One store write for
-        # the session either way (with the new portal, or the sliding expiry alone), and
-        # the code with it, atomically: stored only if the session still is.
+        # One store write for the session (with the new portal, or the sliding expiry
+        # alone), and the code with it, atomically: stored only if the session still
+        # is.  No database write unless the session's record is due its sync (then
+        # committed here): the sign-in at the portal is audited when the portal
+        # redeems the code (sso.oidc.grants, "authorize.code_redeemed"), and the
+        # portal is then found by single logout through its grant.
         if client.client_id not in session.clients:
             session.clients.append(client.client_id)
-            alive = browser_session.save(session, commit=not issued, with_entry=code_entry)
+            alive = browser_session.save(session, with_entry=code_entry)
         else:
-            alive = browser_session.settle(session, commit=not issued, with_entry=code_entry)
+            alive = browser_session.settle(session, with_entry=code_entry)
         if not alive:
             # The session ended (a logout here or elsewhere) after it was read: nothing
-            # was written back for it, the code it got was never stored and nothing is
-            # recorded; the request is answered as one without a session.
+            # was written back for it and the code it got was never stored; the
+            # request is answered as one without a session.
             rollback_unit()  # the Session's, or the request's own connection's
             browser_session.forget()
             if lane:
@@ -365,16 +366,6 @@ def _authorize(
             log.info("authorize client=%s: the session ended during the request", client.client_id)
             login = consent.Prompt("login", "no_session")
             return _interaction_needed(oauth_request, login, interaction, interaction_id, client, redirect_uri, state)
-    if issued:
-        # A sign-in at this portal (the statistics count these): who, at what level, as whom.
-        audit.record(
-            "authorize.code_issued",
-            actor=end_user.account_id,
-            client_id=client.client_id,
-            acr=session.acr,
-            principal="legal" if session.acting else "natural",
-            sid=session.sid,
-        )
     if interaction_id:
         _drop_interaction(interaction_id)
     return response  # type: ignore[no-any-return]

@@ -13,6 +13,7 @@ from authlib.oidc.core import OpenIDCode
 from flask import current_app
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
+from .. import logs
 from ..crypto import new_token, token_hash
 from ..db import DriverSQL, db, driver_execute
 from ..models import Account, Client, Grant, RefreshToken, utcnow
@@ -135,6 +136,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             "sid": user.sid,
             "acting": user.acting,
             "claims": data.get("claims"),
+            # The browser's address, for the audit row of the sign-in when the code is
+            # redeemed (by the portal, from its own address).
+            "browser_ip": logs.client_address(),
         }
         entry = (CODE_KIND, code, payload, _gateway().settings.authorization_code_ttl)
         if getattr(request, "defer_code_write", False):
@@ -194,8 +198,23 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         )
         if authorization is None:
             return None  # the account is gone
-        # The grant and its first refresh token, committed before any token is
-        # signed, so a replay of the code arriving from now on finds the grant.
+        # A sign-in at this portal (the statistics count these): who, at what level, as
+        # whom; recorded when the portal learns who signed in, with the grant it opened.
+        from .. import audit
+
+        audit.record(
+            audit.SIGN_IN_EVENT,
+            commit=False,
+            actor=authorization.account_id,
+            client_id=client.client_id,
+            acr=authorization.acr,
+            principal="legal" if authorization.acting else "natural",
+            sid=authorization.sid,
+            grant=authorization.grant_id,
+            browser_ip=authorization_code.get("browser_ip"),
+        )
+        # The grant, its first refresh token and the audit row, committed before any
+        # token is signed, so a replay of the code arriving from now on finds the grant.
         db.session.commit()
         return authorization
 
