@@ -225,12 +225,18 @@ def rollback() -> None:
         db.session.rollback()
 
 
-def driver_execute(connection: Connection, sql: DriverSQL, params: dict[str, Any]) -> Any:
-    """Run ``sql`` on ``connection``'s psycopg connection, in its transaction; the psycopg cursor."""
+def driver_execute(connection: Connection, sql: DriverSQL, params: dict[str, Any], *, autocommit: bool = False) -> Any:
+    """Run ``sql`` on ``connection``'s psycopg connection, in its transaction; the psycopg cursor.
+
+    ``autocommit``: the psycopg connection is put in autocommit mode first, so the
+    statement commits by itself (:func:`execute_at_once`, which switches it back).
+    """
     statement: str = sql
     cursor = None
     try:
         cursor = connection.connection.driver_connection.cursor()
+        if autocommit:
+            cursor.connection.autocommit = True
         if connection._has_events or connection.engine._has_events:
             for fn in connection.dispatch.before_cursor_execute:
                 statement, params = fn(connection, cursor, statement, params, None, False)
@@ -243,6 +249,44 @@ def driver_execute(connection: Connection, sql: DriverSQL, params: dict[str, Any
         # invalidates the connection (and the pool's older ones); it always raises.
         connection._handle_dbapi_exception(error, statement, params, cursor, None)
     return cursor
+
+
+def execute_at_once(sql: DriverSQL, params: dict[str, Any]) -> Any:
+    """Run one driver statement that commits by itself; its first row (None: no row).
+
+    For a unit of work that is one statement (the refresh claim, sso.oidc.grants):
+    on a pooled connection of its own in psycopg's autocommit mode, so psycopg sends
+    no BEGIN before it and no COMMIT after it — one round trip instead of three — and
+    the connection is back in the pool before the caller goes on.  (SQLAlchemy's
+    AUTOCOMMIT isolation level does the same for ~15 us more: setting it, and
+    resetting it when the pool takes the connection back.)  A connection never goes
+    back to the pool in autocommit mode: it is switched back (no round trip) or, when
+    anything fails, discarded.  PostgreSQL + psycopg only (the caller checks).
+    """
+    connection = db.engine.connect()
+    try:
+        cursor = driver_execute(connection, sql, params, autocommit=True)
+        row = cursor.fetchone()
+    except BaseException:
+        _discard(connection)
+        raise
+    try:
+        cursor.connection.autocommit = False
+    except Exception:  # noqa: BLE001 - a lost connection: the statement's answer stands
+        _discard(connection)
+        return row
+    connection.close()
+    return row
+
+
+def _discard(connection: Connection) -> None:
+    """After a failure: the connection closed and discarded, never back in the pool as it is."""
+    try:
+        if not connection.invalidated:
+            connection.invalidate()
+        connection.close()
+    except Exception:  # noqa: BLE001, S110 - nothing more to do for it: the original error stands
+        pass
 
 
 def close_sessions_quietly(app: Any) -> None:

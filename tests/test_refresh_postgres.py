@@ -3,8 +3,9 @@
 On PostgreSQL the claiming ``UPDATE … WHERE used_at IS NULL`` and the successor's
 ``INSERT`` run as one data-modifying CTE (``sso.oidc.grants``): the successor row
 exists iff that statement flipped ``used_at``.  The usual refresh makes it the only
-statement (the claim also returns the token and its grant); a token it cannot claim,
-a narrower scope and a legal-person grant go the long way (read, check, claim).
+statement (the claim also returns the token and its grant), committing by itself and
+undone if the answer then fails; a token it cannot claim, a narrower scope and a
+legal-person grant go the long way (read, check, claim, commit).
 These tests hold both to the same guarantees as the SQLite form: rotation, reuse
 revoking the family, a stranger's or an expired token spending nothing, exactly one
 winner among concurrent uses (real row locks), a failed commit or an unreachable
@@ -76,9 +77,10 @@ def test_code_exchange_and_refresh_statements(pg_app, setup):
     with recording(pg_app) as seen:
         second = refresh(client, portal, first.get_json()["refresh_token"])
     assert second.status_code == 200, second.text
-    # The claim, the successor and the token with its grant: one statement.
+    # The claim, the successor and the token with its grant: one statement, which
+    # commits by itself (no COMMIT of its own).
     assert seen.statements == ["UPDATE refresh_tokens + INSERT refresh_tokens"]
-    assert seen.commits == 1
+    assert seen.commits == 0
     # A narrower scope asked: the token is read and checked first, then claimed.
     with recording(pg_app) as seen:
         third = client.post(
@@ -146,6 +148,9 @@ def test_concurrent_refresh_exactly_one_wins(pg_app, setup):
 
 
 def test_a_failed_commit_leaves_the_old_token_usable(pg_app, setup):
+    """The long way (a narrower scope) commits its claim after the answer is made; a
+    failed COMMIT spends nothing.  (The usual refresh has no COMMIT of its own: a
+    failed claim statement, tests/test_refresh_at_once.py.)"""
     from sqlalchemy import event, exc
 
     client, portal, browser = setup
@@ -156,23 +161,28 @@ def test_a_failed_commit_leaves_the_old_token_usable(pg_app, setup):
     def fail(conn: Any) -> None:
         raise exc.OperationalError("COMMIT", {}, Exception("the database went away"))
 
+    def narrower(token: str) -> Any:
+        data = {"grant_type": "refresh_token", "refresh_token": token, "scope": "openid"}
+        return client.post("/token", data=data, headers=basic(portal))
+
     event.listen(db.engine, "commit", fail)
     try:
-        failed = refresh(client, portal, first["refresh_token"])
+        failed = narrower(first["refresh_token"])
     finally:
         event.remove(db.engine, "commit", fail)
     assert failed.status_code == 503 and failed.get_json()["error"] == "temporarily_unavailable"
     rows = db.session.execute(db.select(RefreshToken).filter_by(grant_id=grant_id)).scalars().all()
     assert [row.used_at for row in rows] == [None]  # neither the claim nor the successor
     db.session.rollback()
-    assert refresh(client, portal, first["refresh_token"]).status_code == 200
-    assert refresh(client, portal, first["refresh_token"]).get_json()["error"] == "invalid_grant"
+    assert narrower(first["refresh_token"]).status_code == 200
+    assert narrower(first["refresh_token"]).get_json()["error"] == "invalid_grant"
 
 
 def test_the_claim_runs_on_its_own_connection_and_is_always_given_back(pg_app, setup, monkeypatch):
     """The usual refresh claims on a Core connection of its own (not the request's ORM
-    session): committed with the answer, or rolled back and returned to the pool when
-    anything fails after the claim (here: the signature), leaving the token usable."""
+    session), in one statement that commits by itself, and gives the connection back
+    at once; when anything fails after the claim (here: the signature) the claim is
+    undone, leaving the token usable."""
     from sso.oidc import tokens
 
     client, portal, browser = setup
@@ -184,7 +194,7 @@ def test_the_claim_runs_on_its_own_connection_and_is_always_given_back(pg_app, s
         ok = refresh(client, portal, first["refresh_token"])
     assert ok.status_code == 200 and seen.statements == ["UPDATE refresh_tokens + INSERT refresh_tokens"]
     db.session.rollback()  # recording() re-read the keys in the test's own session
-    assert seen.commits == 1 and pool.checkedout() == 0
+    assert seen.commits == 0 and pool.checkedout() == 0
     second = ok.get_json()["refresh_token"]
 
     def broken(*args: Any, **kwargs: Any) -> str:
@@ -193,7 +203,7 @@ def test_the_claim_runs_on_its_own_connection_and_is_always_given_back(pg_app, s
     monkeypatch.setattr(tokens, "issue_access_token", broken)
     failed = refresh(client, portal, second)
     assert failed.status_code == 500 and failed.get_json()["error"] == "server_error"
-    assert pool.checkedout() == 0  # given back, its transaction rolled back
+    assert pool.checkedout() == 0  # given back, the claim undone
     monkeypatch.undo()
     again = refresh(client, portal, second)  # neither claimed nor replaced
     assert again.status_code == 200, again.text
@@ -273,7 +283,7 @@ def test_a_legal_person_grant_is_checked_before_the_token_is_spent(pg_app, setup
     down = refresh(client, portal, first["refresh_token"])
     assert down.status_code == 503 and down.get_json()["error"] == "temporarily_unavailable"
     rows = db.session.execute(db.select(RefreshToken).filter_by(grant_id=grant_id)).scalars().all()
-    assert [r.used_at for r in rows] == [None]  # the claim made at once was rolled back
+    assert [r.used_at for r in rows] == [None]  # not claimed at once: checked first
     db.session.rollback()
 
     checked: list[dict] = []
@@ -282,7 +292,8 @@ def test_a_legal_person_grant_is_checked_before_the_token_is_spent(pg_app, setup
         ok = refresh(client, portal, first["refresh_token"])
     assert ok.status_code == 200, ok.text
     assert checked and checked[0]["credit_code"] == ACTING["credit_code"]
-    # Claimed at once, rolled back for the check, then read, checked and claimed.
+    # Not claimed at once (the statement leaves such a grant alone), then read, checked
+    # and claimed.
     assert seen.statements == [
         "UPDATE refresh_tokens + INSERT refresh_tokens",
         "SELECT refresh_tokens",

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from .. import logs
 from ..crypto import new_token, token_hash
-from ..db import DriverSQL, db, driver_execute
+from ..db import DriverSQL, db, execute_at_once
 from ..models import Account, Client, Grant, RefreshToken, utcnow
 from . import tokens
 from .tokens import Authorization
@@ -290,12 +290,15 @@ _CLAIM_REFRESH_TOKEN = (
 _CLAIMED = _CLAIM_REFRESH_TOKEN.returning(_REFRESH_TOKENS.c.grant_id).cte("claimed")
 _CLAIM_AND_ROTATE = tokens.insert_refresh_token_from(_CLAIMED.c.grant_id, "new_")
 
-# PostgreSQL, the usual refresh (no narrower scope asked): everything in one statement.
-# The claim (UPDATE ... FROM grants, only for a token that is unused, this client's,
-# unexpired, of an unrevoked grant with an account), the successor's INSERT from the
-# claimed row, and the token with its grant as RETURNING: the same row
+# PostgreSQL, the usual refresh (no narrower scope asked): everything in one statement,
+# which commits by itself (sso.db.execute_at_once).  The claim (UPDATE ... FROM grants,
+# only for a token that is unused, this client's, unexpired, of an unrevoked grant with
+# an account, and not a grant that may act for an enterprise), the successor's INSERT
+# from the claimed row, and the token with its grant as RETURNING: the same row
 # _LOAD_REFRESH_TOKEN reads.  No row: one of those checks fails, and the long way
-# (SELECT, then the checks in their order) says which.
+# (SELECT, then the checks in their order) says which.  A grant whose scope names
+# cn_legal_person (a LIKE: any such grant, acting or not, wildcards only widen it) goes
+# the long way, whose registry check comes before the token is spent.
 _CLAIM_AT_ONCE_CTE = (
     db.update(_REFRESH_TOKENS)
     .where(
@@ -305,6 +308,7 @@ _CLAIM_AT_ONCE_CTE = (
         _REFRESH_TOKENS.c.expires_at > db.bindparam("fast_now"),
         _GRANTS.c.id == _REFRESH_TOKENS.c.grant_id,
         _GRANTS.c.revoked_at.is_(None),
+        _GRANTS.c.scope.not_like(db.bindparam("legal_person_scope", "%cn_legal_person%")),
         _ACTIVE_ACCOUNT,
     )
     .values(used_at=db.bindparam("fast_now"))
@@ -347,6 +351,25 @@ _CLAIM_AT_ONCE = db.select(_CLAIM_AT_ONCE_CTE).add_cte(_SUCCESSOR_CTE)
 _CLAIM_AT_ONCE_COMPILED = _CLAIM_AT_ONCE.compile(dialect=psycopg_dialect())
 _CLAIM_AT_ONCE_SQL = DriverSQL(str(_CLAIM_AT_ONCE_COMPILED))
 _CLAIM_AT_ONCE_FIXED = {k: v for k, v in _CLAIM_AT_ONCE_COMPILED.params.items() if not k.startswith("fast_")}
+# Its undoing, when the answer could not be made after all (sso.oidc.grants
+# RefreshTokenGrant.create_token_response): the presented token unused again (only if
+# it still carries this claim) and the successor, never handed out, gone.  One
+# statement, committing by itself.
+_RESTORED = (
+    db.update(_REFRESH_TOKENS)
+    .where(_REFRESH_TOKENS.c.token_hash == db.bindparam("undo_hash"))
+    .where(_REFRESH_TOKENS.c.used_at == db.bindparam("undo_claimed_at"))
+    .values(used_at=db.null())
+    .returning(_REFRESH_TOKENS.c.token_hash)
+    .cte("restored")
+)
+_UNDO_CLAIM = (
+    db.delete(_REFRESH_TOKENS)
+    .where(_REFRESH_TOKENS.c.token_hash == db.bindparam("undo_new_hash"), _REFRESH_TOKENS.c.used_at.is_(None))
+    .add_cte(_RESTORED)
+    .returning(_REFRESH_TOKENS.c.token_hash)
+)
+_UNDO_CLAIM_SQL = DriverSQL(str(_UNDO_CLAIM.compile(dialect=psycopg_dialect())))
 
 
 class RefreshCredential:
@@ -408,12 +431,41 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     The long way: one SELECT (the token joined with its grant), the checks in their
     order, the claim with the successor's INSERT (one statement on PostgreSQL, two
-    elsewhere), one COMMIT.  The usual refresh on PostgreSQL (no narrower scope, no
-    legal-person grant) is one statement that does all three, and one COMMIT.
+    elsewhere), one COMMIT after the answer is made.  The usual refresh on PostgreSQL
+    (no narrower scope, no legal-person grant) is one statement that does all three and
+    commits by itself (one round trip), undone if the answer then cannot be made.
     """
 
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation on every use (RFC 9700 §4.14.2)
+
+    # Set by _claim_at_once: what undoes its claim (already committed) if no answer follows.
+    _claimed_at_once: dict[str, Any] | None = None
+
+    def create_token_response(self):  # type: ignore[no-untyped-def]
+        """Authlib's, with the claim made at once undone when the answer fails.
+
+        The long way commits its claim after the answer is made (save_token), so a
+        failure before leaves the token usable.  The claim made at once has committed
+        already: on any failure between it and the answer (the signature, here) it is
+        undone — the token usable again, its successor deleted — so the client's retry
+        is a refresh, not a reuse that would revoke the whole grant.
+        """
+        try:
+            return super().create_token_response()
+        except BaseException:
+            undo = self._claimed_at_once
+            if undo is not None:
+                self._claimed_at_once = None
+                try:
+                    execute_at_once(_UNDO_CLAIM_SQL, undo)
+                except Exception as error:  # noqa: BLE001 - the original failure is the answer
+                    import logging
+
+                    logging.getLogger("sso.oidc").warning(
+                        "undoing a refresh token's claim failed: %s", error.__class__.__name__
+                    )
+            raise
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshCredential | None:
         if not isinstance(refresh_token, str) or len(refresh_token) > 256:
@@ -445,38 +497,31 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
         Only for a token that passes every check the long way makes before its claim
         (the statement's WHERE; the scope check has nothing to check: no scope was
-        asked), except the legal-person one, which must come before the token is
-        spent: for such a grant the claim is rolled back and the long way taken.
-        None: nothing claimed (or rolled back); the caller goes the long way.
+        asked) and whose grant needs no registry check (none that may act for an
+        enterprise: that check must come before the token is spent, so such a grant
+        goes the long way).  None: nothing claimed; the caller goes the long way.
 
-        The statement runs on a Core connection of its own, straight on psycopg
-        (sso.db.driver_execute), not through the request's ORM session: the claim
-        writes only refresh_tokens and reads no object, so the session's
-        begin/commit bookkeeping (~40 us) and the Core execution path (~60 us) buy
-        nothing.  ``save_token`` commits it; ``AuthorizationServer.create_token_response``
-        closes it (rolled back unless committed) whatever happens in between.
+        The statement commits by itself (sso.db.execute_at_once: psycopg's autocommit
+        on a pooled connection of its own, given back at once): no BEGIN and no COMMIT
+        round trip, no transaction held open while the answer is signed.  What undoes
+        it is kept for ``create_token_response``, should the answer fail after all.
         """
         successor = new_token(32)
+        successor_hash = token_hash(successor)
+        now = utcnow()
         params = dict(_CLAIM_AT_ONCE_FIXED)
         params["fast_hash"] = hashed
         params["fast_client_id"] = self.request.client.client_id
-        params["fast_now"] = utcnow()
-        params["fast_new_hash"] = token_hash(successor)
-        connection = db.engine.connect()
-        self.request.claim_connection = connection
-        connection.begin()
-        row = driver_execute(connection, _CLAIM_AT_ONCE_SQL, params).fetchone()
-        if row is not None:
-            token = RefreshCredential(hashed, row)
-            if not token.acts_for_an_enterprise():
-                token.used_at = None  # as read before the claim
-                token.successor = successor
-                return token
-        # Nothing claimed, or a legal-person grant (neither the claim nor the successor:
-        # check first): the long way, on the session.
-        self.request.claim_connection = None
-        connection.close()
-        return None
+        params["fast_now"] = now
+        params["fast_new_hash"] = successor_hash
+        row = execute_at_once(_CLAIM_AT_ONCE_SQL, params)
+        if row is None:
+            return None  # nothing claimed: the long way, on the session, says why
+        self._claimed_at_once = {"undo_hash": hashed, "undo_claimed_at": now, "undo_new_hash": successor_hash}
+        token = RefreshCredential(hashed, row)
+        token.used_at = None  # as read before the claim
+        token.successor = successor
+        return token
 
     def authenticate_user(self, refresh_token: RefreshCredential) -> Authorization | None:
         if refresh_token.successor is not None:
@@ -564,11 +609,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         """Already marked used in ``authenticate_user``, committed by ``save_token``."""
 
     def save_token(self, token: dict[str, Any]) -> None:
-        # The claim and the successor, together (one fsync).
-        claimed = getattr(self.request, "claim_connection", None)
-        if claimed is not None:
-            claimed.commit()
-        else:
+        # The claim and the successor, together (one fsync); a claim made at once has
+        # committed by itself.
+        if self._claimed_at_once is None:
             db.session.commit()
 
 
