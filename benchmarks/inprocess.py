@@ -20,6 +20,12 @@ flow costs.  ``--requests N`` is N flows (each ~20 ms of argon2).  Argon2 moves
 19 MiB through the CPU caches, which slows the Python that follows it (the rest
 of the POST and the next requests: ~1-2 ms per flow here); ``--no-argon2``
 answers the password check without it, to measure the rest of the flow alone.
+
+By default nothing configures logging, so log lines (the access line of every
+request included) are made and dropped by the logging package's last resort;
+``--log-json`` configures it as ``sso serve`` does (``sso.logs.configure``, JSON, INFO)
+with the lines going to /dev/null, so their formatting and writing count as in a
+serving process.
 """
 
 from __future__ import annotations
@@ -60,6 +66,11 @@ def main() -> None:
         help="login: the password check answers 'right' without running argon2 (the rest of the flow alone, "
         "without argon2's 19 MiB passing through the CPU caches; never a security setting, a measurement)",
     )
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        help="log as `sso serve` does (JSON lines at INFO), into /dev/null: their cost counts as when serving",
+    )
     args = parser.parse_args()
     unknown = set(args.scenario) - set(SCENARIOS)
     if unknown:
@@ -67,6 +78,12 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="sso-inprocess-"))
     gw = run.prepare_gateway("production", workdir, sessions=args.requests * 2 + 50, chains=4)
     try:
+        if args.log_json:
+            import os
+
+            from sso import logs
+
+            logs.configure("json", "INFO", stream=open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
         measure(gw, args.scenario or SCENARIOS, args.requests, args.profile, args.profile_file, args.no_argon2)
     finally:
         run.stop(gw.redis)
