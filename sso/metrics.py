@@ -51,6 +51,7 @@ def multiprocess_mode() -> bool:
 
 
 _REQUEST_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_TOKEN_CHILDREN: dict[tuple[str, str], Any] = {}
 
 
 def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
@@ -71,7 +72,14 @@ def login(result: str, connector: str | None) -> None:
 
 
 def token_issued(grant_type: str, portal: str) -> None:
-    TOKENS.labels(grant_type, portal).inc()
+    # As for observe_request: the labelled child looked up once per (grant type, portal).
+    key = (grant_type, portal)
+    child = _TOKEN_CHILDREN.get(key)
+    if child is None:
+        child = TOKENS.labels(grant_type, portal)
+        if len(_TOKEN_CHILDREN) < 16384:
+            _TOKEN_CHILDREN[key] = child
+    child.inc()
 
 
 def logout_delivery(result: str) -> None:

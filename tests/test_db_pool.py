@@ -9,6 +9,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import QueuePool
 
 from sso import db as db_module
+from tests.backends import pg_url  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -78,3 +79,20 @@ def test_a_session_that_cannot_close_does_not_become_a_500(app: Any, monkeypatch
     assert response.status_code == 200
     # The next request gets a fresh session and works normally.
     assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_connection_used_last_is_handed_out_first(tmp_path: Any, pg_url: str) -> None:  # noqa: F811
+    from sso.db import db
+    from tests.conftest import make_settings, running
+
+    with running(make_settings(tmp_path, database_url=pg_url)):
+        first, second = db.engine.connect(), db.engine.connect()
+        ids = [c.connection.dbapi_connection for c in (first, second)]
+        first.close()
+        second.close()  # returned last
+        again = db.engine.connect()
+        try:
+            assert again.connection.dbapi_connection is ids[1]  # LIFO: warm, and idle ones age out
+        finally:
+            again.close()

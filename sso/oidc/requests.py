@@ -63,7 +63,6 @@ class GatewayRequest(OAuth2Request):
         self._body = None
         self.client = self.auth_method = self.user = None
         self.authorization_code = self.refresh_token = self.credential = None
-        self.claim_connection = None  # a grant's own connection (RefreshTokenGrant._claim_at_once)
         self._scope = None
         self._args = args
         self._form = form

@@ -16,7 +16,7 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import Response, current_app
 from werkzeug.http import HTTP_STATUS_CODES
 
-from ..db import db, give_back
+from ..db import db
 from ..errors import printable
 from ..models import Client
 from .requests import GatewayRequest
@@ -130,16 +130,7 @@ class AuthorizationServer(FlaskAuthorizationServer):
         self.client_cache = ClientCache(client_cache_ttl)
 
     def create_token_response(self, request: Any = None) -> Any:
-        request = self.create_oauth2_request(request)
-        try:
-            return super().create_token_response(request)
-        finally:
-            # A grant may claim on a connection of its own (RefreshTokenGrant._claim_at_once):
-            # closed here whatever happened, rolled back unless the grant committed it.
-            claimed = getattr(request, "claim_connection", None)
-            if claimed is not None:
-                request.claim_connection = None
-                give_back(claimed)
+        return super().create_token_response(self.create_oauth2_request(request))
 
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         # Our own request type: URLs come from the issuer, and a stored
