@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import bindparam, select
 
 from . import assurance
-from .db import DriverSQL, db, driver_connection, driver_execute
+from .db import DriverSQL, db, driver_connection, driver_execute, execute_at_once, own_connection
 from .models import Account, Consent
 from .session import BrowserSession
 
@@ -183,16 +183,30 @@ WHERE accounts.id = %(account_id)s
 
 
 def standing_with_consent(account_id: str, client_id: str | None) -> tuple[Standing | None, set[str]]:
-    """The account's status and assurance, and the scopes it allowed ``client_id``: one query."""
+    """The account's status and assurance, and the scopes it allowed ``client_id``: one query.
+
+    On PostgreSQL: on the request's own connection while one is open (its
+    transaction), else, when the ORM Session holds no transaction, as a statement
+    of its own in autocommit (sso.db.execute_at_once: one round trip, no BEGIN or
+    ROLLBACK around it; the SSO hop when its session record needs no sync).
+    """
     params = {"account_id": account_id, "client_id": client_id}
-    connection = driver_connection(db.session)
-    if connection is not None:
-        row = driver_execute(connection, _STANDING_WITH_CONSENT_SQL, params).fetchone()
+    if own_connection() is None and db.engine.dialect.driver == "psycopg" and not _session_busy():
+        row = execute_at_once(_STANDING_WITH_CONSENT_SQL, params)
     else:
-        row = db.session.execute(_STANDING_WITH_CONSENT, params).first()
+        connection = driver_connection(db.session)
+        if connection is not None:
+            row = driver_execute(connection, _STANDING_WITH_CONSENT_SQL, params).fetchone()
+        else:
+            row = db.session.execute(_STANDING_WITH_CONSENT, params).first()
     if row is None:
         return None, set()
     return Standing(row[0], row[1]), set(row[2] or ())
+
+
+def _session_busy() -> bool:
+    """Whether the request's ORM Session is in a transaction (a read must join it)."""
+    return bool(db.session.registry.has() and db.session().in_transaction())
 
 
 def remembered_scopes(account_id: str, client_id: str) -> set[str]:

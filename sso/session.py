@@ -144,6 +144,11 @@ def _stale(session: BrowserSession) -> bool:
     return time.time() - session.synced_at > RECORD_SYNC
 
 
+def sync_due(session: BrowserSession) -> bool:
+    """Whether this request's write-back of ``session`` will also update its durable record."""
+    return _stale(session)
+
+
 def current(*, defer: bool = False) -> BrowserSession | None:
     """The session for this request, or None (absent, expired, forged or past its absolute limit).
 

@@ -272,14 +272,15 @@ def _answer(oauth_request: GatewayRequest, interaction_id: str | None, lane: boo
     session = browser_session.current(defer=True)
     if lane and session is None:
         return None
-    # On PostgreSQL + psycopg, the request's database work (the account with its
-    # consent, the record's write-back when due, and whatever rare path they take: a
-    # missing record) runs on a Core connection of its
-    # own, in one transaction, not through the ORM Session (~140 us of bookkeeping
-    # for statements that load no object): sso.db.open_own_connection.  Always given
-    # back, rolled back unless committed.  Elsewhere (SQLite), or with the Session
-    # already in a transaction, None: the Session, as before.
-    connection = open_own_connection() if session is not None else None
+    # On PostgreSQL + psycopg, when the session's record is due its sync, the
+    # request's database work (the account with its consent, the record's UPDATE, and
+    # the rare path: a missing record) runs on a Core connection of its own, in one
+    # transaction, not through the ORM Session (~140 us of bookkeeping for statements
+    # that load no object): sso.db.open_own_connection; always given back, rolled
+    # back unless committed.  Otherwise the hop's one read runs by itself in
+    # autocommit (consent.standing_with_consent).  Elsewhere (SQLite), or with the
+    # Session already in a transaction: the Session, as before.
+    connection = open_own_connection() if session is not None and browser_session.sync_due(session) else None
     try:
         response = _authorize(oauth_request, session, interaction_id, lane)
         if response is not None:
