@@ -47,7 +47,7 @@ import math
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from flask import Response, current_app, has_request_context, render_template, request
 from flask_babel import gettext as _
@@ -195,14 +195,46 @@ return {ip_state, n, redis.call('GET', KEYS[3])}
 """
 
 
+# The same, for an attempt made for a short-lived entry that must still exist (the
+# login's stored authorization request, KEYS[4]): the entry is read first, and when it
+# is gone nothing is read or counted (an empty reply); else the guard's reply with the
+# entry after it.
+_GUARD_WITH_ENTRY_SCRIPT = (
+    """
+local entry = redis.call('GET', KEYS[4])
+if not entry then
+    return {}
+end
+local function guard()
+"""
+    + _GUARD_SCRIPT
+    + """
+end
+local reply = guard()
+reply[#reply + 1] = entry
+return reply
+"""
+)
+
+_MISSING: Any = object()  # _redis_guard_reads(): the entry asked for is not in the store
+
+
 def _redis_guard_reads(
-    store: Any, ikey: str | None, akey: str | None, policy: Policy, t: float
-) -> tuple[dict[str, Any] | None, tuple[int, dict[str, Any]] | None] | None:
-    """guard()'s reads in one script call on Redis: (IP state, (n, account state)).
+    store: Any,
+    ikey: str | None,
+    akey: str | None,
+    policy: Policy,
+    t: float,
+    entry: tuple[str, str] | None = None,
+) -> tuple[dict[str, Any] | None, tuple[int, dict[str, Any]] | None, Any] | None:
+    """guard()'s reads in one script call on Redis: (IP state, (n, account state), entry).
 
     ``(n, state)`` is None when the IP state locks the attempt (nothing was
-    counted) or there is no account key.  None for a store without scripts (or a
-    TTL the store would refuse): guard() then reads one by one, through the store.
+    counted) or there is no account key.  ``entry`` (kind, key): that store entry
+    is read first, in the same call; the third item is its value, or
+    :data:`_MISSING` (then nothing else was read or counted); None without one.
+    None for a store without scripts (or a TTL the store would refuse): guard()
+    then reads one by one, through the store.
     """
     if policy.window < 1 or (ikey is None and akey is None):
         return None
@@ -211,13 +243,23 @@ def _redis_guard_reads(
         (COUNT, akey) if akey is not None else None,
         (STATE, akey) if akey is not None else None,
     ]
-    reply = store.run_script(_GUARD_SCRIPT, entries, [repr(float(t)), policy.window])
+    script = _GUARD_SCRIPT
+    if entry is not None:
+        entries.append(entry)
+        script = _GUARD_WITH_ENTRY_SCRIPT
+    reply = store.run_script(script, entries, [repr(float(t)), policy.window])
     if reply is None:
         return None
+    value = None
+    if entry is not None:
+        if not reply:
+            return None, None, _MISSING
+        value = json.loads(reply[-1])  # as the store's get() loads what its put() wrote
+        reply = reply[:-1]
     ip_state = json.loads(reply[0]) if reply and reply[0] is not None else None
     if len(reply) < 3:
-        return ip_state, None
-    return ip_state, (int(reply[1]), (json.loads(reply[2]) if reply[2] is not None else None) or {})
+        return ip_state, None, value
+    return ip_state, (int(reply[1]), (json.loads(reply[2]) if reply[2] is not None else None) or {}), value
 
 
 # What failure() writes for an attempt that did not reach the lock, in the order it
@@ -273,18 +315,62 @@ def guard(scope: str, account_key: str | None, ip: str | None = None) -> Verdict
     ``account_key`` is normalised here (see :func:`login_key`); pass None when
     there is no account yet.  ``ip`` defaults to the requesting client.
     """
+    return cast(Verdict, _guard(scope, account_key, ip, None)[1])  # no entry asked for: always a verdict
+
+
+def guard_for_entry(
+    scope: str, account_key: str | None, entry: tuple[str, str], ip: str | None = None
+) -> tuple[dict[str, Any] | None, Verdict | None]:
+    """:func:`guard` for an attempt made for a short-lived store entry that must still exist.
+
+    ``entry`` is (kind, key) in the short-lived store: the password login's stored
+    authorization request.  It is read before anything is counted, on Redis in the
+    same round trip as the guard's own reads (one script call, not a GET and then
+    the script); through the store elsewhere.  Returns (its value, the verdict), or
+    (None, None) when it is not there: then nothing was counted or read, as when
+    the caller looked it up first and stopped.
+    """
+    value, verdict = _guard(scope, account_key, ip, entry)
+    return (None, None) if value is _MISSING else (value, verdict)
+
+
+def _guard(
+    scope: str, account_key: str | None, ip: str | None, entry: tuple[str, str] | None
+) -> tuple[Any, Verdict | None]:
+    """guard(), and the value of ``entry`` read first (:data:`_MISSING`, no verdict, when it is gone)."""
     policy = policy_for(scope)
     store = _gateway().store
     t = now()
     ip = client_ip() if ip is None else ip
     ikey = _key(scope, "ip", ip) if ip else None
     akey = _key(scope, "account", login_key(account_key)) if account_key is not None else None
-    read = _redis_guard_reads(store, ikey, akey, policy, t)  # the reads below, in one round trip
+    read = _redis_guard_reads(store, ikey, akey, policy, t, entry)  # the reads below, in one round trip
     counted = None
+    value = None
     if read is not None:
-        ip_state, counted = read
+        ip_state, counted, value = read
+        if value is _MISSING:
+            return _MISSING, None
     else:
+        if entry is not None:
+            value = store.get(*entry)
+            if value is None:
+                return _MISSING, None
         ip_state = store.get(STATE, ikey) if ikey is not None else None
+    return value, _verdict(scope, policy, store, t, ikey, akey, ip_state, counted)
+
+
+def _verdict(
+    scope: str,
+    policy: Policy,
+    store: Any,
+    t: float,
+    ikey: str | None,
+    akey: str | None,
+    ip_state: dict[str, Any] | None,
+    counted: tuple[int, dict[str, Any]] | None,
+) -> Verdict:
+    """guard()'s decision from what it read (the account's counter and state read here when not yet)."""
     if ip_state and ip_state.get("until", 0) > t:
         return _refused(scope, ip_state["until"] - t, True)
     if akey is None:

@@ -21,6 +21,7 @@ from ..errors import error_page
 from ..identifiers import InvalidIdentifier, validate_resident_id
 from ..models import Account, Client
 from ..oidc import authorize as authorize_flow
+from ..oidc.authorize import INTERACTION
 from . import lang_url, request_interaction
 from .forms import ConsentForm, LoginFields, LoginForm
 
@@ -192,24 +193,48 @@ def _login_html(form: LoginFields | LoginForm, client: Client | None, error: str
     return "".join(out)
 
 
+_INTERACTION_ID_LONGEST = 64  # sso.oidc.authorize.load_interaction's bound on a stored request's id
+
+
+def _expired(form: LoginFields) -> Response:
+    """The answer to a sign-in whose stored authorization request is gone."""
+    form.csrf_token.current_token  # noqa: B018 - as before: the CSRF secret is set for the next page
+    return error_page(400, "invalid_request", _("This sign-in request has expired. Start again from the portal."))
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response:
     form = LoginFields()  # LoginForm's reading, checks and token, without building a WTForms form
     uid = request.values.get("interaction") or None
+    if request.method != "GET" and form.validate_on_submit():  # no I/O: the fields and the CSRF token
+        return _submit(form, uid)
     interaction = request_interaction(uid)
     if uid and interaction is None:
-        form.csrf_token.current_token  # noqa: B018 - as before: the CSRF secret is set for the next page
-        return error_page(400, "invalid_request", _("This sign-in request has expired. Start again from the portal."))
+        return _expired(form)
     if request.method == "GET":
         form.interaction.data = uid or ""
         form.username.data = _login_hint(interaction)
         return _html(_login_html(form, _page_client(interaction), None))
-    if not form.validate_on_submit():
-        return _html(_login_html(form, _page_client(interaction), _("Please fill in both fields.")), 400)
+    return _html(_login_html(form, _page_client(interaction), _("Please fill in both fields.")), 400)
+
+
+def _submit(form: LoginFields, uid: str | None) -> Response:
+    """A sign-in whose fields and CSRF token are right: its request still stored, the throttle, the password."""
     connector = _gateway().connectors.default
     # Checked before the password, keyed by the name as typed: an unknown name
-    # is throttled exactly like a real account.
-    verdict = throttle.guard("password", form.username.data)
+    # is throttled exactly like a real account.  The stored authorization request
+    # the sign-in is for is read first (gone: nothing is counted), on Redis in the
+    # throttle's own round trip.
+    if uid is None:
+        interaction = None
+        verdict = throttle.guard("password", form.username.data)
+    elif len(uid) > _INTERACTION_ID_LONGEST:  # as load_interaction: never stored, not looked up
+        return _expired(form)
+    else:
+        interaction, found = throttle.guard_for_entry("password", form.username.data, (INTERACTION, uid))
+        if found is None:
+            return _expired(form)
+        verdict = found
     if not verdict.allowed:
         back = url_for("web.login", interaction=uid) if uid else url_for("web.login")
         return throttle.too_many(verdict, back_url=back)
