@@ -7,12 +7,32 @@ CSRF secret is set in the session cookie exactly where it was before.
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from flask import Flask
 from flask_wtf import csrf as flask_wtf_csrf
 
+from sso.web import forms
 from sso.web.forms import LoginForm
 
 from .conftest import PASSWORD, USERNAME, csrf_from
+
+
+@pytest.fixture
+def signed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every CSRF token asked for: of the login form's signer (sso.web.forms.generate_csrf,
+    tests/test_login_csrf_signer.py) or of Flask-WTF (WTForms forms).  Overrides conftest's."""
+    made: list[int] = []
+    for module in (forms, flask_wtf_csrf):
+        real = module.generate_csrf
+
+        def counted(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            made.append(1)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, "generate_csrf", counted)
+    return made
 
 
 def test_a_successful_sign_in_signs_no_token(client, browser, portal, account, signed):
@@ -49,6 +69,6 @@ def test_the_token_read_is_the_one_flask_wtf_makes(app: Flask):
     with app.test_request_context("/login"):
         form = LoginForm(formdata=None)
         token = form.csrf_token.current_token
-        assert token == flask_wtf_csrf.generate_csrf() == form.csrf_token._value()
+        assert token == flask_wtf_csrf.generate_csrf() == form.csrf_token._value() == forms.generate_csrf()
         flask_wtf_csrf.validate_csrf(token)
         assert f'value="{token}"' in str(form.csrf_token)

@@ -21,6 +21,7 @@ from wtforms import Form
 from sso.web.forms import LoginFields, LoginForm
 
 from .conftest import PASSWORD, USERNAME, csrf_from
+from .test_login_csrf_token import signed  # noqa: F401 - the fixture counting the login form's tokens too
 
 TOKEN = "<token>"  # replaced by a valid token of the request's session
 FILE = "<file>"  # replaced by an uploaded file (a new one per request)
@@ -126,7 +127,7 @@ def test_login_fields_read_and_check_as_login_form(
         assert answers[1][-1] is (True if checked_by_csrfprotect else False)
 
 
-def test_the_token_is_the_one_flask_wtf_makes_and_made_once(app: Flask, signed: list[int]):
+def test_the_token_is_the_one_flask_wtf_makes_and_made_once(app: Flask, signed: list[int]):  # noqa: F811
     made = signed
     with app.app_context(), app.test_request_context("/login"):
         fields = LoginFields()

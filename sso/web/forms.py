@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from typing import Any
 
 from babel import support
-from flask import current_app, g, request
+from flask import current_app, g, request, session
 from flask_babel import get_locale
 from flask_wtf import FlaskForm
 from flask_wtf import csrf as flask_wtf_csrf
@@ -15,6 +17,8 @@ from wtforms import HiddenField, PasswordField, StringField, ValidationError
 from wtforms.csrf.core import CSRFTokenField
 from wtforms.i18n import messages_path
 from wtforms.validators import DataRequired, Length
+
+from ..crypto import TimedSigner
 
 
 class _WTFormsTranslations:
@@ -128,10 +132,49 @@ class _Token(_Field):
 
     @property
     def current_token(self) -> str:
-        # Through the module, as _FlaskFormCSRF.generate_csrf_token calls it: the same token.
         if self._token is None:
-            self._token = flask_wtf_csrf.generate_csrf()
+            self._token = generate_csrf()
         return self._token
+
+
+def generate_csrf() -> str:
+    """``flask_wtf.csrf.generate_csrf()``: the same secret, the same token, kept on ``g`` alike.
+
+    Flask-WTF builds an itsdangerous serializer and derives its key for every
+    token; here the token is signed by a :class:`~sso.crypto.TimedSigner` made
+    once per secret key (the same bytes; Flask-WTF's ``validate_csrf`` reads it).
+    A missing secret key or field name: Flask-WTF's own answer (its error).
+    """
+    config = current_app.config
+    secret_key = config.get("WTF_CSRF_SECRET_KEY", current_app.secret_key)
+    field_name = config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    if not secret_key or not field_name:
+        return flask_wtf_csrf.generate_csrf()  # type: ignore[no-any-return]
+    if field_name not in g:
+        signer = _csrf_signer(secret_key)
+        if field_name not in session:
+            session[field_name] = hashlib.sha1(os.urandom(64)).hexdigest()  # noqa: S324 - Flask-WTF's secret
+        try:
+            token = signer.dumps(session[field_name])
+        except TypeError:  # as Flask-WTF: a secret that is not JSON is replaced
+            session[field_name] = hashlib.sha1(os.urandom(64)).hexdigest()  # noqa: S324 - Flask-WTF's secret
+            token = signer.dumps(session[field_name])
+        setattr(g, field_name, token)
+    return g.get(field_name)  # type: ignore[no-any-return]
+
+
+_CSRF_SALT = "wtf-csrf-token"  # Flask-WTF's serializer salt
+_csrf_signers: dict[Any, TimedSigner] = {}
+
+
+def _csrf_signer(secret_key: str | bytes) -> TimedSigner:
+    """The CSRF token signer for ``secret_key``, made once (an app has one key; tests make many)."""
+    signer = _csrf_signers.get(secret_key)
+    if signer is None:
+        if len(_csrf_signers) >= 8:
+            _csrf_signers.clear()
+        signer = _csrf_signers[secret_key] = TimedSigner(secret_key, _CSRF_SALT)
+    return signer
 
 
 # LoginForm's fields and their checks: (name, the longest value DataRequired + Length allow).
