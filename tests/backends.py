@@ -128,3 +128,18 @@ def chain_ok() -> None:
     result = audit_chain.verify(db.session)
     db.session.commit()
     assert result.ok, result.to_json()
+
+
+class RedisCommands:
+    """Every command a RedisStore's client sends, by name (an EVALSHA as EVALSHA)."""
+
+    def __init__(self, store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent: list[str] = []
+        client = store._client
+        real = client.execute_command
+
+        def execute_command(*args: Any, **options: Any) -> Any:
+            self.sent.append(str(args[0]).upper())
+            return real(*args, **options)
+
+        monkeypatch.setattr(client, "execute_command", execute_command)

@@ -23,7 +23,7 @@ from sso.bootstrap import prepare
 from sso.oidc.authorize import INTERACTION
 from sso.storage import RedisStore
 from sso.storage.base import storage_key
-from tests.backends import redis_url  # noqa: F401  (fixture)
+from tests.backends import RedisCommands, redis_url  # noqa: F401  (fixture)
 from tests.conftest import (
     PASSWORD,
     USERNAME,
@@ -63,19 +63,6 @@ def gateway(request: pytest.FixtureRequest, app: Flask) -> Flask:
     return request.getfixturevalue("redis_app")  # type: ignore[no-any-return]
 
 
-class Commands:
-    """Every command the store's Redis client sends (and each EVALSHA's keys)."""
-
-    def __init__(self, store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.sent: list[str] = []
-        client = store._client
-        real = client.execute_command
-
-        def execute_command(*args: Any, **options: Any) -> Any:
-            self.sent.append(str(args[0]).upper())
-            return real(*args, **options)
-
-        monkeypatch.setattr(client, "execute_command", execute_command)
 
 
 def _login_page(client: FlaskClient, gateway: Flask) -> tuple[str, str]:
@@ -103,7 +90,7 @@ def test_a_sign_in_reads_its_request_in_the_guards_round_trip(redis_app: Flask, 
     uid, token = _login_page(client, redis_app)
     with redis_app.test_request_context(environ_base={"REMOTE_ADDR": "192.0.2.60"}):
         throttle.guard_for_entry("password", "warm-up", (INTERACTION, uid))  # loads the script into Redis
-    commands = Commands(redis_app.extensions["sso"].store, monkeypatch)
+    commands = RedisCommands(redis_app.extensions["sso"].store, monkeypatch)
     answer = client.post(
         "/login", data={"csrf_token": token, "interaction": uid, "username": USERNAME, "password": PASSWORD}
     )

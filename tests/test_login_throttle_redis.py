@@ -20,7 +20,7 @@ from flask import Flask
 from sso import create_app, throttle
 from sso.bootstrap import prepare
 from sso.storage import RedisStore, StoreUnavailable
-from tests.backends import redis_url  # noqa: F401  (fixture)
+from tests.backends import RedisCommands, redis_url  # noqa: F401  (fixture)
 from tests.conftest import IsolatedClient, csrf_from, make_settings
 
 
@@ -35,26 +35,13 @@ def redis_app(tmp_path: Any, redis_url: str) -> Iterator[Flask]:  # noqa: F811
     application.extensions["sso"].store.close()
 
 
-class Commands:
-    """Every command the app's Redis client sends."""
-
-    def __init__(self, store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.sent: list[str] = []
-        client = store._client
-        real = client.execute_command
-
-        def execute_command(*args: Any, **options: Any) -> Any:
-            self.sent.append(str(args[0]).upper())
-            return real(*args, **options)
-
-        monkeypatch.setattr(client, "execute_command", execute_command)
 
 
 def test_guard_and_success_are_one_round_trip_each(redis_app: Flask, monkeypatch: pytest.MonkeyPatch):
     store = redis_app.extensions["sso"].store
     with redis_app.test_request_context(environ_base={"REMOTE_ADDR": "192.0.2.50"}):
         throttle.guard("password", "warm-up")  # loads the script into Redis
-        commands = Commands(store, monkeypatch)
+        commands = RedisCommands(store, monkeypatch)
         verdict = throttle.guard("password", "alice")
         assert verdict.allowed and verdict.account is not None and verdict.account[1] == 1
         assert commands.sent == ["EVALSHA"]

@@ -14,11 +14,11 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from sso import logs
+from tests import test_ops
 
 CALLS = [
     ("oidc.token", "POST", 200, "a" * 32, 0.01234),
@@ -28,21 +28,14 @@ CALLS = [
 ]
 
 
+captured = test_ops.captured  # the serving processes' log configuration, into a buffer
+
+
 @pytest.fixture
-def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """The serving processes' configuration (logs.configure), into a buffer, at DEBUG, one fixed clock."""
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level, logging.getLogger("sso").level, logging.getLogger("werkzeug").level)
-    logs.configure("json", "DEBUG", stream=stream)
+def configured(captured: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """The serving processes' configuration (test_ops.captured), one fixed clock."""
     monkeypatch.setattr(time, "time", lambda: 1_796_000_000.123456)
-    try:
-        yield stream
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        logging.getLogger("sso").setLevel(saved[2])
-        logging.getLogger("werkzeug").setLevel(saved[3])
+    return captured
 
 
 def ours_only() -> None:

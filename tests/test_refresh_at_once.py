@@ -12,51 +12,26 @@ back in autocommit mode.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask
 from sqlalchemy import event
 
 from sso.crypto import token_hash
 from sso.db import db
 from sso.models import Grant, RefreshToken
+from tests import test_refresh_postgres as _refresh_postgres
 from tests.backends import pg_url  # noqa: F401  (fixture)
-from tests.conftest import Browser, Portal, basic, make_settings, redeem, running
+from tests.conftest import Browser, Portal, redeem
 from tests.test_token_statements import recording
+
+# The PostgreSQL gateway, Alice and the tax portal, and the refresh call, as there.
+pg_app, setup, refresh = _refresh_postgres.pg_app, _refresh_postgres.setup, _refresh_postgres.refresh
 
 pytestmark = pytest.mark.postgres
 
 CLAIM = "UPDATE refresh_tokens + INSERT refresh_tokens"
 UNDO = "UPDATE refresh_tokens + DELETE refresh_tokens"
-
-
-@pytest.fixture
-def pg_app(tmp_path: Any, pg_url: str) -> Iterator[Flask]:  # noqa: F811
-    with running(make_settings(tmp_path, database_url=pg_url, client_cache_ttl=60)) as app:
-        yield app
-
-
-@pytest.fixture
-def setup(pg_app: Flask) -> tuple[Any, Portal, Browser]:
-    from sso.clients import create_client
-    from sso.connectors.local import create_account
-
-    create_account("alice", "correct horse battery staple", "Alice")
-    reg = create_client(
-        name="Tax",
-        client_id="tax-portal",
-        redirect_uris=["https://portal.example.gov.cn/callback"],
-        grant_types=["authorization_code", "refresh_token"],
-    )
-    portal = Portal(reg.client.client_id, reg.client_secret)
-    client = pg_app.test_client()
-    return client, portal, Browser(client)
-
-
-def refresh(client: Any, portal: Portal, token: str) -> Any:
-    return client.post("/token", data={"grant_type": "refresh_token", "refresh_token": token}, headers=basic(portal))
 
 
 def first_token(client: Any, portal: Portal, browser: Browser) -> str:
