@@ -140,13 +140,9 @@ def load(handle: str) -> BrowserSession | None:
     return session
 
 
-def _stale(session: BrowserSession) -> bool:
-    return time.time() - session.synced_at > RECORD_SYNC
-
-
 def sync_due(session: BrowserSession) -> bool:
-    """Whether this request's write-back of ``session`` will also update its durable record."""
-    return _stale(session)
+    """Whether a write-back of ``session`` now also updates its durable record (stale)."""
+    return time.time() - session.synced_at > RECORD_SYNC
 
 
 def current(*, defer: bool = False) -> BrowserSession | None:
@@ -355,7 +351,7 @@ def _slide(session: BrowserSession, *, changed: bool, commit: bool, with_entry: 
     session's write, atomically, or not at all.
     """
     store = _store()
-    sync = _stale(session)
+    sync = sync_due(session)
     if changed or sync:
         # The record's UPDATE is committed only once the store took the write: a
         # handle the store dropped meanwhile (a logout, a rotation) is not put back
