@@ -19,7 +19,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from sso import throttle
-from sso.bootstrap import prepare
 from sso.oidc.authorize import INTERACTION
 from sso.storage import RedisStore
 from sso.storage.base import storage_key
@@ -28,11 +27,11 @@ from tests.conftest import (
     PASSWORD,
     USERNAME,
     Browser,
-    IsolatedClient,
     csrf_from,
     interaction_from,
     make_portal,
     make_settings,
+    running,
 )
 
 EXPIRED = "This sign-in request has expired."
@@ -40,14 +39,10 @@ EXPIRED = "This sign-in request has expired."
 
 @pytest.fixture
 def redis_app(tmp_path: Any, redis_url: str) -> Iterator[Flask]:  # noqa: F811
-    from sso import create_app
     from sso.connectors.local import create_account
 
-    application = create_app(make_settings(tmp_path / "redis", redis_url=redis_url))
-    application.test_client_class = IsolatedClient
-    prepare(application)
-    assert isinstance(application.extensions["sso"].store, RedisStore)
-    with application.app_context():
+    with running(make_settings(tmp_path / "redis", redis_url=redis_url)) as application:
+        assert isinstance(application.extensions["sso"].store, RedisStore)
         create_account(USERNAME, PASSWORD, "Alice")
         yield application
     application.extensions["sso"].store.close()

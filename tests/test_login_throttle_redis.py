@@ -17,20 +17,16 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from sso import create_app, throttle
-from sso.bootstrap import prepare
+from sso import throttle
 from sso.storage import RedisStore, StoreUnavailable
 from tests.backends import RedisCommands, redis_url  # noqa: F401  (fixture)
-from tests.conftest import IsolatedClient, csrf_from, make_settings
+from tests.conftest import csrf_from, make_settings, running
 
 
 @pytest.fixture
 def redis_app(tmp_path: Any, redis_url: str) -> Iterator[Flask]:  # noqa: F811
-    application = create_app(make_settings(tmp_path / "redis", redis_url=redis_url))
-    application.test_client_class = IsolatedClient
-    prepare(application)
-    assert isinstance(application.extensions["sso"].store, RedisStore)
-    with application.app_context():
+    with running(make_settings(tmp_path / "redis", redis_url=redis_url)) as application:
+        assert isinstance(application.extensions["sso"].store, RedisStore)
         yield application
     application.extensions["sso"].store.close()
 
