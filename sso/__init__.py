@@ -91,6 +91,12 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> Flask:
     # that sat idle in the pool (the round trip was one per request, or more).
     engine_options: dict[str, Any] = {"pool_pre_ping": False}
     if settings.resolved_database_url.startswith("postgresql"):
+        # A request that finds no free connection within the timeout gets a 503
+        # (sso.errors).  Sized for the worst case (sso.server.pool_size_for), no
+        # request waits for a connection that another holds while waiting itself.
+        engine_options["pool_timeout"] = settings.database_pool_timeout
+        if settings.database_pool_size:
+            engine_options.update(pool_size=settings.database_pool_size, max_overflow=0)
         # An unreachable database host fails a request in seconds (503), not minutes.
         engine_options["connect_args"] = {"connect_timeout": 5}
         # The connection used last is handed out first: warm on both ends, and in a

@@ -207,6 +207,7 @@ def _serve_production(
         if close is not None:
             close()
         threads = threads or server.DEFAULT_THREADS
+        settings = server.pool_size_for(settings, threads)
         logging.getLogger("sso.server").info(
             "gateway at %s: %s, %d worker(s) x %d threads", settings.issuer, wsgi_server, workers, threads
         )

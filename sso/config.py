@@ -32,6 +32,13 @@ class Settings:
     instance_path: str = "instance"
     # SQLAlchemy URL; empty means SQLite under instance_path.
     database_url: str = ""
+    # Database connections each process may hold at once; 0: sized by `sso serve
+    # --production` from its threads (two per thread, as a request may briefly hold
+    # two, plus two for the process's background work), else SQLAlchemy's 5 (+10).
+    # When running a WSGI server by hand with T threads, set at least 2 * T + 2.
+    database_pool_size: int = 0
+    # How long a request waits for a free database connection before a 503 (s).
+    database_pool_timeout: int = 10
     # Redis URL for short-lived state; empty means the embedded single-process store.
     redis_url: str = ""
     # Base64url-encoded 32-byte key that encrypts signing keys at rest. Empty: a key
@@ -215,9 +222,12 @@ def validate(settings: Settings) -> list[str]:
         "background_interval",
         "key_refresh_interval",
         "max_request_bytes",
+        "database_pool_timeout",
     ):
         if getattr(settings, name) <= 0:
             problems.append(f"{name} must be positive")
+    if not 0 <= settings.database_pool_size <= 1000:
+        problems.append("database_pool_size must be between 0 and 1000")
     if not 0 <= settings.trusted_proxies <= 5:
         problems.append("trusted_proxies must be between 0 and 5")
     if settings.key_publish_lead < 0:

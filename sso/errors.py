@@ -15,6 +15,7 @@ from typing import Any
 from authlib.oauth2 import OAuth2Error
 from flask import Flask, Response, jsonify, render_template, request
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from .storage import StoreUnavailable
@@ -160,6 +161,7 @@ _FAILURES: dict[type, Any] = {
     StoreUnavailable: _store_down,
     OperationalError: _db_down,
     DBAPIError: _db_down,
+    PoolTimeout: _db_down,  # no pooled connection free in time: busy, not broken
     DataError: _bad_value,
 }
 

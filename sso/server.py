@@ -42,11 +42,26 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from .config import Settings
+from .config import Settings, replace
 
 DEFAULT_THREADS = 4
 GRACEFUL_TIMEOUT = 30  # seconds for in-flight requests at TERM/HUP
 KEEPALIVE = 5  # seconds: behind a load balancer that reuses connections
+
+
+def pool_size_for(settings: Settings, threads: int) -> Settings:
+    """The settings a worker with ``threads`` threads runs with: its pool sized to them.
+
+    A request may hold two database connections for a moment (its session's, and one
+    of its own for a statement that commits by itself: sso.db.execute_at_once), and
+    the process's background work (the logout notifier, the readiness check) one
+    each.  A pool smaller than that can leave every thread holding one connection
+    and waiting for a second until the pool's timeout (a stall, then 503s).  A size
+    set in the configuration stands.
+    """
+    if settings.database_pool_size:
+        return settings
+    return replace(settings, database_pool_size=2 * threads + 2)
 
 
 def default_workers() -> int:
