@@ -11,7 +11,7 @@ from flask import Flask
 
 from . import clients
 from .connectors.local import create_account
-from .db import db, upgrade
+from .db import db, statistics_warning, upgrade
 from .models import Account, Client
 
 DEMO_USER = ("demo", "demo-password-2026", "演示用户")
@@ -34,6 +34,12 @@ def prepare(app: Flask) -> dict[str, Any] | None:
     settings = app.extensions["sso"].settings
     upgrade(settings.resolved_database_url)
     with app.app_context():
+        with db.engine.connect() as connection:
+            warning = statistics_warning(connection)
+        if warning:
+            import logging
+
+            logging.getLogger("sso.db").warning(warning)
         app.extensions["sso"].keys.ensure_keys()
         if settings.demo:
             return seed_demo(app)

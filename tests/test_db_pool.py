@@ -96,3 +96,40 @@ def test_on_postgresql_the_connection_used_last_is_handed_out_first(tmp_path: An
             assert again.connection.dbapi_connection is ids[1]  # LIFO: warm, and idle ones age out
         finally:
             again.close()
+
+
+class _Settings:
+    """A connection whose server reports ``autovacuum`` as given."""
+
+    def __init__(self, dialect: str, autovacuum: str) -> None:
+        self.dialect = type("Dialect", (), {"name": dialect})()
+        self.autovacuum = autovacuum
+
+    def exec_driver_sql(self, sql: str) -> Any:
+        assert sql == "SELECT current_setting('autovacuum')"
+        return type("Result", (), {"scalar": lambda _self: self.autovacuum})()
+
+
+def test_postgresql_without_autovacuum_is_reported_at_start_up() -> None:
+    assert db_module.statistics_warning(_Settings("postgresql", "off")) == db_module.AUTOVACUUM_OFF
+    assert db_module.statistics_warning(_Settings("postgresql", "on")) is None
+    assert db_module.statistics_warning(_Settings("sqlite", "off")) is None
+
+
+@pytest.mark.postgres
+def test_the_start_up_check_reads_the_real_server_setting(pg_url: str, tmp_path: Any, caplog: Any) -> None:  # noqa: F811
+    from sso.bootstrap import prepare
+    from tests.conftest import make_settings
+
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        autovacuum = conn.exec_driver_sql("SHOW autovacuum").scalar()
+        assert (db_module.statistics_warning(conn) is None) == (autovacuum == "on")
+    engine.dispose()
+    from sso import create_app
+
+    app = create_app(make_settings(tmp_path, database_url=pg_url))
+    with caplog.at_level("WARNING", logger="sso.db"):
+        prepare(app)
+    said = [r.getMessage() for r in caplog.records if r.name == "sso.db"]
+    assert said == ([] if autovacuum == "on" else [db_module.AUTOVACUUM_OFF])
