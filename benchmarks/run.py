@@ -335,6 +335,7 @@ class Gateway:
     access_token: str = ""
     accounts: list[str] = field(default_factory=list)  # usernames (password logins)
     hops_file: Path | None = None
+    hops_used: int = 0  # lines of hops_file sent so far: the next run goes on from there
     session_memory: dict[str, float] = field(default_factory=dict)
 
 
@@ -479,7 +480,10 @@ def seed(gw: Gateway, backend: str, sessions: int, chains: int) -> None:
                 clients=["bench-app", "bench-other-0"], user_agent=USER_AGENT, ip="203.0.113.7",
             )
             session.secret_hash = browser_session._hash(secret)
-            session.synced_at = now
+            # Its record last synced over a minute ago, as for a person whose last
+            # request to the gateway was minutes before moving to another portal: the
+            # session's first hop in the run is due the record's sync (sso.session).
+            session.synced_at = now - browser_session.RECORD_SYNC - 1
             store.put(browser_session.KIND, handle, session.to_dict(), settings.session_idle_timeout)
             handles.append(handle)
             records.append(SessionRecord(
@@ -683,6 +687,7 @@ class Node:
     refresh_tokens: list[str]
     access_token: str
     hops_file: Path
+    hops_used: int = 0
 
 
 def node_folder() -> Path | None:
@@ -816,8 +821,13 @@ def scenario(name: str, target: Any, side: str, args: argparse.Namespace, *, pro
     if name == "sso_hop":
         if hops is None:
             raise SystemExit("sso_hop needs sessions (--backend production)")
-        return run_wrk(server, "/", "hop.lua", d, connections=c, profile=profile,
-                       env={"BENCH_HOPS": str(hops)})
+        # Each run goes on where the last one stopped (warm-up included), so that no
+        # (session, portal) pair hops twice until the file is spent.
+        holder = target[0] if side == "gateway" else target
+        result = run_wrk(server, "/", "hop.lua", d, connections=c, profile=profile,
+                         env={"BENCH_HOPS": str(hops), "BENCH_HOPS_START": str(holder.hops_used)})
+        holder.hops_used += result.requests + c  # and those in flight when wrk stopped
+        return result
     raise ValueError(name)
 
 

@@ -10,7 +10,8 @@ for _, line in ipairs(read_lines(os.getenv("BENCH_HOPS"))) do
    local cookie, path = string.match(line, "^([^\t]*)\t(.*)$")
    table.insert(hops, {cookie, path})
 end
-local i = 0
+-- BENCH_HOPS_START: lines already used by earlier runs (run.py), so each run goes on.
+local i = tonumber(os.getenv("BENCH_HOPS_START") or "0")
 
 function request()
    i = i + 1
