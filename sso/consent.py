@@ -182,6 +182,39 @@ WHERE accounts.id = %(account_id)s
 )
 
 
+# The same read with the session record's due sync (sso.session.RECORD_SYNC) riding on
+# it, for the SSO hop (standing_with_sync): one statement, in autocommit.  The UPDATE
+# is _RECORD_UPDATE_SQL (sso.session) with two more conditions: the record still names
+# this session's handle, and the account is active (a disabled account's session is
+# no session: nothing of it is written back, sso.oidc.authorize._end_user).  The
+# fourth column: whether the UPDATE changed the record.  (A data-modifying WITH runs
+# once and to completion whatever the SELECT reads; both see the same snapshot.)
+_STANDING_WITH_SYNC_SQL = DriverSQL(
+    """
+WITH synced AS (
+    UPDATE session_records
+    SET handle = %(b_handle)s, clients = CAST(%(b_clients)s AS json),
+        last_seen_at = %(b_last_seen_at)s, expires_at = %(b_expires_at)s
+    WHERE session_records.sid = %(b_sid)s AND session_records.ended_at IS NULL
+        AND session_records.handle = %(b_handle)s
+        AND EXISTS (SELECT 1 FROM accounts AS active
+                    WHERE active.id = %(account_id)s AND active.status = 'active')
+    RETURNING session_records.sid
+)
+SELECT accounts.status, accounts.assurance, consents.scopes, EXISTS (SELECT 1 FROM synced)
+FROM accounts LEFT OUTER JOIN consents
+    ON consents.account_id = accounts.id AND consents.client_id = %(client_id)s
+WHERE accounts.id = %(account_id)s
+"""
+)
+
+
+def reads_at_once() -> bool:
+    """Whether the account + consent read runs by itself in autocommit (sso.db.execute_at_once):
+    PostgreSQL + psycopg, no own connection open, the ORM Session in no transaction."""
+    return own_connection() is None and db.engine.dialect.driver == "psycopg" and not _session_busy()
+
+
 def standing_with_consent(account_id: str, client_id: str | None) -> tuple[Standing | None, set[str]]:
     """The account's status and assurance, and the scopes it allowed ``client_id``: one query.
 
@@ -191,7 +224,7 @@ def standing_with_consent(account_id: str, client_id: str | None) -> tuple[Stand
     ROLLBACK around it; the SSO hop when its session record needs no sync).
     """
     params = {"account_id": account_id, "client_id": client_id}
-    if own_connection() is None and db.engine.dialect.driver == "psycopg" and not _session_busy():
+    if reads_at_once():
         row = execute_at_once(_STANDING_WITH_CONSENT_SQL, params)
     else:
         connection = driver_connection(db.session)
@@ -202,6 +235,29 @@ def standing_with_consent(account_id: str, client_id: str | None) -> tuple[Stand
     if row is None:
         return None, set()
     return Standing(row[0], row[1]), set(row[2] or ())
+
+
+def standing_with_sync(session: BrowserSession, client_id: str | None) -> tuple[Standing | None, set[str], bool]:
+    """:func:`standing_with_consent` for ``session``'s account, with its record's due sync
+    in the same statement, in autocommit (the caller checked :func:`reads_at_once`).
+
+    The third value: whether the record was synced (and committed).  Then the session
+    is marked so (sso.session.synced_by_read): its write-back is a SET with the new
+    ``synced_at`` and no UPDATE.  False: the account is missing or not active (nothing
+    written), or the record is missing, ended, or names another handle: the caller
+    falls back to the sync as it was (sso.session._sync_record).
+    """
+    from . import session as browser_session
+
+    params = browser_session.record_sync_params(session)
+    params["account_id"] = session.account_id
+    params["client_id"] = client_id
+    row = execute_at_once(_STANDING_WITH_SYNC_SQL, params)
+    if row is None:
+        return None, set(), False
+    if row[3]:
+        browser_session.synced_by_read(session)
+    return Standing(row[0], row[1]), set(row[2] or ()), bool(row[3])
 
 
 def _session_busy() -> bool:

@@ -76,6 +76,10 @@ class BrowserSession:
     handle: str = ""  # the store key of this session; not persisted inside itself
     secret_hash: str = ""
     synced_at: int = 0  # when the durable SessionRecord was last brought up to date
+    # Not stored: this request's read already synced the record (the SSO hop's one
+    # statement, sso.consent.standing_with_sync); the write-back stores synced_at
+    # with a SET and does not UPDATE the record again.
+    record_synced: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BrowserSession:
@@ -86,7 +90,7 @@ class BrowserSession:
         return {name: getattr(self, name) for name in _STORED_FIELDS}
 
 
-_STORED_FIELDS = tuple(name for name in BrowserSession.__dataclass_fields__ if name != "handle")
+_STORED_FIELDS = tuple(name for name in BrowserSession.__dataclass_fields__ if name not in ("handle", "record_synced"))
 
 
 # g attribute: the session read by current(defer=True) still owes its sliding expiry
@@ -260,6 +264,36 @@ WHERE session_records.sid = %(b_sid)s AND session_records.ended_at IS NULL
 )
 
 
+def _record_changes(session: BrowserSession) -> dict[str, Any]:
+    """What a sync writes to the session's record (its columns, by name)."""
+    from datetime import timedelta
+
+    from .models import utcnow
+
+    now = utcnow()
+    return {
+        "handle": session.handle,
+        "clients": list(session.clients),
+        "last_seen_at": now,
+        "expires_at": now + timedelta(seconds=_ttl(session)),
+    }
+
+
+def record_sync_params(session: BrowserSession) -> dict[str, Any]:
+    """The record's sync as driver parameters (``b_`` + column, ``b_sid``), as _RECORD_UPDATE_SQL takes them."""
+    params = {"b_" + name: value for name, value in _record_changes(session).items()}
+    params["b_sid"] = session.sid
+    params["b_clients"] = json.dumps(params["b_clients"])  # JSON as SQLAlchemy's JSON type writes it
+    return params
+
+
+def synced_by_read(session: BrowserSession) -> None:
+    """The record was synced by this request's read (sso.consent.standing_with_sync):
+    the write-back stores the session (SET, with synced_at) and UPDATEs nothing."""
+    session.record_synced = True
+    session.synced_at = int(time.time())
+
+
 def _update_record(sid: str, changes: dict[str, Any]) -> int:
     """The record's UPDATE (only while it has not ended): how many rows it changed."""
     from .db import db
@@ -292,19 +326,12 @@ def _sync_record(session: BrowserSession, *, commit: bool = True, new: bool = Fa
     UPDATE tried.  False, with nothing written: the record has ended (a logout
     since the session was read); the caller must not write the session back.
     """
-    from datetime import timedelta
-
     from .db import db
-    from .models import SessionRecord, utcnow
+    from .models import SessionRecord
 
     settings = _gw().settings
-    now = utcnow()
-    changes = {
-        "handle": session.handle,
-        "clients": list(session.clients),
-        "last_seen_at": now,
-        "expires_at": now + timedelta(seconds=_ttl(session)),
-    }
+    changes = _record_changes(session)
+    now = changes["last_seen_at"]
     updated = 0 if new else _update_record(session.sid, changes)
     if not updated:
         # No row updated: none yet (insert it), or an ended one (a second statement,
@@ -351,8 +378,8 @@ def _slide(session: BrowserSession, *, changed: bool, commit: bool, with_entry: 
     session's write, atomically, or not at all.
     """
     store = _store()
-    sync = sync_due(session)
-    if changed or sync:
+    sync = sync_due(session)  # False once synced_by_read() (synced_at is now)
+    if changed or sync or session.record_synced:
         # The record's UPDATE is committed only once the store took the write: a
         # handle the store dropped meanwhile (a logout, a rotation) is not put back
         # in the record, where a later logout would delete it instead of the live one.

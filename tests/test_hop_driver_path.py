@@ -190,7 +190,7 @@ def test_the_hops_statements_take_the_driver_path_and_authlib_validates_once(
         event.remove(db.engine, "before_cursor_execute", before)
     assert response.status_code == 302 and "code" in query_of(response.headers["Location"])
     # The account + consent SELECT, not through SQLAlchemy's execution (no execution
-    # context); then the record's sync when due, the same way.
+    # context); when the record's sync is due, the same one statement with its UPDATE.
     assert contexts == [None]
     # get_consent_grant validated the request; create_authorization_response asked again.
     assert validations == ["social"]
@@ -200,4 +200,4 @@ def test_the_hops_statements_take_the_driver_path_and_authlib_validates_once(
         response = browser.authorize(social)
     finally:
         event.remove(db.engine, "before_cursor_execute", before)
-    assert response.status_code == 302 and contexts == [None] * 3
+    assert response.status_code == 302 and contexts == [None] * 2

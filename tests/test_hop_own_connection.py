@@ -1,12 +1,13 @@
 """The SSO hop's database work on a Core connection of its own (sso.db.open_own_connection).
 
 On PostgreSQL + psycopg the hop (GET /authorize with a gateway session) reads the
-account with its consent in one autocommit statement; when the session's record
-is due its sync it takes a connection from the pool for its statements instead,
-not the request's ORM Session: the read, the record's UPDATE (and, off the usual
-path, the record's existence check and INSERT) all run on it, in one transaction,
-committed once; it always goes back to the pool, rolled back unless committed,
-also when something fails half-way.
+account with its consent in one autocommit statement, and when the session's record
+is due its sync, the record's UPDATE rides on that statement (in a WITH).  When that
+UPDATE finds no record to sync (missing, ended), the sync as before takes a
+connection from the pool, not the request's ORM Session: the record's UPDATE,
+existence check and INSERT run on it, in one transaction, committed once; it always
+goes back to the pool, rolled back unless committed, also when something fails
+half-way.
 """
 
 from __future__ import annotations
@@ -89,12 +90,13 @@ def test_the_hop_runs_on_one_connection_of_its_own_given_back_after(hop: Any, ga
     assert len(seen.connections()) == 1 and seen.commits == 0 and seen.rollbacks == 0
     assert seen.orm_begins == 0  # not through the request's ORM Session
     assert pool.checkedout() == 0
-    # The record's sync, when due, on the same connection, committed once.
+    # The record's sync, when due, in that same one statement (its UPDATE in a WITH),
+    # committed by itself: no BEGIN, no COMMIT.
     make_record_stale(gateway, session_handle(browser))
     seen.reset()
     _code(browser.authorize(portals["tax"]))
-    assert seen.kinds() == ["SELECT ACCOUNTS.STATUS, ACCOUNTS.ASSURANCE,", "UPDATE SESSION_RECORDS SET"]
-    assert len(seen.connections()) == 1 and seen.commits == 1 and seen.rollbacks == 0
+    assert seen.kinds() == ["WITH SYNCED AS"]
+    assert len(seen.connections()) == 1 and seen.commits == 0 and seen.rollbacks == 0
     assert seen.orm_begins == 0 and pool.checkedout() == 0
     assert _record() == {"clients": ["tax", "social"], "ended_at": None}
     chain_ok()
@@ -107,20 +109,50 @@ def test_a_failure_after_the_first_statement_rolls_back_and_gives_the_connection
 ) -> None:
     browser, portals, seen = hop
     pool = db.engine.pool
+    db.session.execute(db.delete(SessionRecord))  # the sync as before: on a connection of its own
+    db.session.commit()
     make_record_stale(gateway, session_handle(browser))
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(browser_session, "_update_record", broken)  # after the account + consent SELECT
+    monkeypatch.setattr(browser_session, "_update_record", broken)  # after the account + consent read
+    seen.reset()
     response = browser.authorize(portals["social"])
     assert response.status_code == 500 and "code=" not in response.headers.get("Location", "")
     assert seen.commits == 0 and seen.rollbacks == 1
     assert pool.checkedout() == 0  # given back, its transaction rolled back
-    assert _record() == {"clients": [], "ended_at": None}
+    assert _record() is None
     monkeypatch.undo()
     _code(browser.authorize(portals["social"]))  # the next hop works
     assert pool.checkedout() == 0 and _record() == {"clients": ["tax", "social"], "ended_at": None}
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_failure_after_the_read_that_synced_gives_the_connection_back_and_issues_no_code(
+    hop: Any, gateway: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser, portals, seen = hop
+    store = gateway.extensions["sso"].store
+    handle = session_handle(browser)
+    make_record_stale(gateway, handle)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(store, "replace_and_put", broken)  # the store's write-back, with the code
+    response = browser.authorize(portals["social"])
+    assert response.status_code == 500 and "code=" not in response.headers.get("Location", "")
+    assert db.engine.pool.checkedout() == 0
+    # The record's sync was committed with the read (clients as read); the session, not
+    # written back, is still due its sync, and the next hop syncs it again.
+    assert _record() == {"clients": ["tax"], "ended_at": None}
+    assert store.get(browser_session.KIND, handle)["clients"] == ["tax"]
+    monkeypatch.undo()
+    seen.reset()
+    _code(browser.authorize(portals["social"]))
+    assert seen.kinds() == ["WITH SYNCED AS"] and db.engine.pool.checkedout() == 0
 
 
 @pytest.mark.postgres
@@ -132,13 +164,16 @@ def test_a_missing_session_record_is_inserted_in_the_hops_transaction(hop: Any, 
     make_record_stale(gateway, session_handle(browser))
     seen.reset()
     _code(browser.authorize(portals["social"]))
+    # The read with the sync's UPDATE (no record to update), then the sync as before, on a
+    # connection of the hop's own, committed once after the store's write.
     assert seen.kinds() == [
-        "SELECT ACCOUNTS.STATUS, ACCOUNTS.ASSURANCE,",
+        "WITH SYNCED AS",
         "UPDATE SESSION_RECORDS SET",
         "SELECT SESSION_RECORDS.SID FROM",
         "INSERT INTO SESSION_RECORDS",
     ]
-    assert len(seen.connections()) == 1 and seen.commits == 1 and seen.orm_begins == 0
+    assert len({dbapi for _, dbapi in seen.statements[1:]}) == 1
+    assert seen.commits == 1 and seen.orm_begins == 0
     assert db.engine.pool.checkedout() == 0
     assert _record() == {"clients": ["tax", "social"], "ended_at": None}
 

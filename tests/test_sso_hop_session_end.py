@@ -227,7 +227,12 @@ def test_a_session_ended_during_the_hop_stays_ended_and_gets_no_code(
     # Still logged out: neither the store nor the record brought the session back.
     assert _store(gateway).get(browser_session.KIND, handle) is None
     record = _record()
-    assert record.ended_at is not None and record.end_reason == "logout" and record.clients == []
+    assert record.ended_at is not None and record.end_reason == "logout"
+    # On PostgreSQL the due sync of the record is committed with the hop's read, before
+    # the logout (sso.oidc.authorize._answer): the record's snapshot of the session's
+    # portals, as read (the logout then told them); elsewhere it was rolled back.
+    synced_first = path == "known_stale" and db.engine.dialect.name == "postgresql"
+    assert record.clients == (["tax"] if synced_first else [])
     _assert_login_page(browser.authorize(portals["tax"]))
 
 

@@ -23,7 +23,7 @@ from flask import Response, current_app, g, has_request_context, redirect, url_f
 from .. import claims_request, consent
 from .. import session as browser_session
 from ..crypto import new_token
-from ..db import close_own_connection, db, open_own_connection
+from ..db import close_own_connection, db, open_own_connection, own_connection
 from ..db import rollback as rollback_unit
 from ..errors import error_page, printable
 from ..models import Client
@@ -144,7 +144,16 @@ def _end_user(
     """
     if session is None:
         return None, "self-asserted", None
-    standing, remembered = consent.standing_with_consent(session.account_id, client_id)
+    if browser_session.sync_due(session) and consent.reads_at_once():
+        # The record's due sync rides on the read: one autocommit statement (see _answer).
+        standing, remembered, synced = consent.standing_with_sync(session, client_id)
+        if not synced and standing is not None and standing.status == "active":
+            # Its record is missing, ended, or names another handle: the sync as it
+            # was, on a connection of the request's own, in one transaction with the
+            # store write (closed by _answer); the Session's when none can be opened.
+            open_own_connection()
+    else:
+        standing, remembered = consent.standing_with_consent(session.account_id, client_id)
     if standing is None or standing.status != "active":
         return None, "self-asserted", None
     return (
@@ -272,21 +281,48 @@ def _answer(oauth_request: GatewayRequest, interaction_id: str | None, lane: boo
     session = browser_session.current(defer=True)
     if lane and session is None:
         return None
-    # On PostgreSQL + psycopg, when the session's record is due its sync, the
-    # request's database work (the account with its consent, the record's UPDATE, and
-    # the rare path: a missing record) runs on a Core connection of its own, in one
-    # transaction, not through the ORM Session (~140 us of bookkeeping for statements
-    # that load no object): sso.db.open_own_connection; always given back, rolled
-    # back unless committed.  Otherwise the hop's one read runs by itself in
-    # autocommit (consent.standing_with_consent).  Elsewhere (SQLite), or with the
-    # Session already in a transaction: the Session, as before.
-    connection = open_own_connection() if session is not None and browser_session.sync_due(session) else None
+    # On PostgreSQL + psycopg the hop's one read (the account with its consent) runs by
+    # itself in autocommit (consent.standing_with_consent: one round trip), and when
+    # the session's record is due its sync, the record's UPDATE rides on it: one
+    # statement, committed by itself (consent.standing_with_sync), before the store's
+    # write-back, not after it as _sync_record does.  That is safe here because:
+    # - the UPDATE is only for the record that still names this session's handle, and
+    #   the hop never changes the handle: it cannot point the record back at a handle
+    #   a rotation (step-up, enterprise switch) dropped, where a later logout would
+    #   delete the dead handle and leave the live one signed in;
+    # - it is only for a record not ended: a logout that committed first (or holds the
+    #   row: the UPDATE waits for it, then finds it ended) stays a logout;
+    # - a logout after our commit sets ended_at (ours does not clear it), finds the
+    #   same handle in the record, and deletes the store's entry: our write-back is
+    #   SET ... XX, which then fails, so the code (stored with it, atomically) is not
+    #   stored and the hop issues none, as before (the race tests of
+    #   tests/test_sso_hop_session_end.py);
+    # - the account is active (checked in the UPDATE): a disabled account's session
+    #   gets nothing written back.
+    # What it writes is what the write-back's sync would write (clients as read: a
+    # portal joining now is found by single logout through its grant once it redeems
+    # the code, sso.logout._portals).  What differs when the hop then issues no code:
+    # the record's idle-expiry estimate moved although the session was not written
+    # back (it left the store meanwhile, or the request gets a page, whose own
+    # write-back syncs again); a logout still ends it, and an estimate it already is.
+    # When the UPDATE hits no row (record missing, ended, or naming another handle),
+    # the sync runs as it did: on a Core connection of the request's own, in one
+    # transaction committed after the store's write (sso.db.open_own_connection, ~140 us
+    # less than the ORM Session for statements that load no object); so it does when
+    # the read cannot run in autocommit (the Session already in a transaction).  Such
+    # a connection is always given back, rolled back unless committed.  Elsewhere
+    # (SQLite): the Session, as before.
+    outer = own_connection()
+    if session is not None and browser_session.sync_due(session) and not consent.reads_at_once():
+        open_own_connection()
     try:
         response = _authorize(oauth_request, session, interaction_id, lane)
         if response is not None:
             browser_session.settle(session)
     finally:
-        close_own_connection(connection)
+        opened = own_connection()
+        if opened is not outer:
+            close_own_connection(opened)
     return response
 
 
@@ -348,7 +384,7 @@ def _authorize(
         # One store write for the session (with the new portal, or the sliding expiry
         # alone), and the code with it, atomically: stored only if the session still
         # is.  No database write unless the session's record is due its sync (then
-        # committed here): the sign-in at the portal is audited when the portal
+        # committed with the read, see _answer, or here): the sign-in at the portal is audited when the portal
         # redeems the code (sso.oidc.grants, "authorize.code_redeemed"), and the
         # portal is then found by single logout through its grant.
         if client.client_id not in session.clients:
