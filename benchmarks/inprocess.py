@@ -21,6 +21,11 @@ flow costs.  ``--requests N`` is N flows (each ~20 ms of argon2).  Argon2 moves
 of the POST and the next requests: ~1-2 ms per flow here); ``--no-argon2``
 answers the password check without it, to measure the rest of the flow alone.
 
+``--due`` makes every ``sso_hop`` request's session due its record sync (its stored
+``synced_at`` set back past sso.session.RECORD_SYNC, as tests/conftest.make_record_stale
+does), as most hops are in real use (a person moves to another portal minutes after
+the last sync); without it the seeded sessions were just synced and no hop syncs.
+
 By default nothing configures logging, so log lines (the access line of every
 request included) are made and dropped by the logging package's last resort;
 ``--log-json`` configures it as ``sso serve`` does (``sso.logs.configure``, JSON, INFO)
@@ -67,6 +72,11 @@ def main() -> None:
         "without argon2's 19 MiB passing through the CPU caches; never a security setting, a measurement)",
     )
     parser.add_argument(
+        "--due",
+        action="store_true",
+        help="sso_hop: every hop's session is due its record sync (as most hops are in real use)",
+    )
+    parser.add_argument(
         "--log-json",
         action="store_true",
         help="log as `sso serve` does (JSON lines at INFO), into /dev/null: their cost counts as when serving",
@@ -84,7 +94,9 @@ def main() -> None:
             from sso import logs
 
             logs.configure("json", "INFO", stream=open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
-        measure(gw, args.scenario or SCENARIOS, args.requests, args.profile, args.profile_file, args.no_argon2)
+        measure(
+            gw, args.scenario or SCENARIOS, args.requests, args.profile, args.profile_file, args.no_argon2, args.due
+        )
     finally:
         run.stop(gw.redis)
         import psycopg
@@ -101,6 +113,7 @@ def measure(
     profile: str | None,
     profile_file: Path | None = None,
     no_argon2: bool = False,
+    due: bool = False,
 ) -> None:
     from sqlalchemy import event
 
@@ -137,6 +150,8 @@ def measure(
     portal = {"Authorization": run.basic(*gw.app_client)}
     hops = (gw.hops_file.read_text() if gw.hops_file else "").splitlines()
     state: dict[str, Any] = {"refresh": gw.refresh_tokens[0], "hop": 0}
+    if due and hops:
+        make_due(app, hops)
 
     def refresh() -> Any:
         r = http.post("/token", data={"grant_type": "refresh_token", "refresh_token": state["refresh"]}, headers=portal)
@@ -306,6 +321,21 @@ def measure(
             stats.dump_stats(profile_file)
         stats.sort_stats("tottime").print_stats(25)
         stats.sort_stats("cumulative").print_stats(50)
+
+
+def make_due(app: Any, hops: list[str]) -> None:
+    """Each hop's session due its record sync: its stored ``synced_at`` set back past RECORD_SYNC."""
+    from sso import session as browser_session
+
+    with app.app_context():
+        store = app.extensions["sso"].store
+        ttl = app.extensions["sso"].settings.session_idle_timeout
+        back = int(time.time()) - browser_session.RECORD_SYNC - 5
+        for handle in {line.split("\t")[0].split("=", 1)[1].split(".")[0] for line in hops}:
+            data = store.get(browser_session.KIND, handle)
+            if data is not None:
+                data["synced_at"] = back
+                store.put(browser_session.KIND, handle, data, ttl)
 
 
 class _FlowDone:
