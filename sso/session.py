@@ -375,7 +375,9 @@ def _slide(session: BrowserSession, *, changed: bool, commit: bool, with_entry: 
     only when the record is stale (a change such as a portal joining is the store's).
     Neither writes a session that is gone: False when it has ended (record) or left
     the store (logout, expiry) since it was read.  ``with_entry`` is stored with the
-    session's write, atomically, or not at all.
+    session's write, atomically, or not at all.  A record already synced by this
+    request's read (:func:`synced_by_read`, the SSO hop) is not UPDATEd again; the
+    store write is still the SET, with the new ``synced_at``.
     """
     store = _store()
     sync = sync_due(session)  # False once synced_by_read() (synced_at is now)
