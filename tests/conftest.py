@@ -182,6 +182,14 @@ def query_of(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query, keep_blank_values=True).items()}
 
 
+def code_of(response: Any) -> str:
+    """The code of an authorization response that must be a redirect with one."""
+    assert response.status_code == 302, response.text[:300]
+    query = query_of(response.headers["Location"])
+    assert "code" in query, query
+    return query["code"]
+
+
 def csrf_from(html: str) -> str:
     marker = 'name="csrf_token" type="hidden" value="'
     start = html.index(marker) + len(marker)

@@ -27,10 +27,10 @@ from tests.backends import Seen, chain_ok, pg_url, redis_url  # noqa: F401  (fix
 from tests.conftest import (
     Browser,
     Portal,
+    code_of,
     make_portal,
     make_record_stale,
     make_settings,
-    query_of,
     running,
     session_handle,
 )
@@ -61,13 +61,6 @@ def hop(gateway: Flask) -> Iterator[tuple[Browser, dict[str, Portal], Seen]]:
     seen.close()
 
 
-def _code(response: Any) -> str:
-    assert response.status_code == 302, response.text[:300]
-    query = query_of(response.headers["Location"])
-    assert "code" in query, query
-    return query["code"]
-
-
 def _record() -> dict[str, Any] | None:
     """The session record's columns (read in a transaction of the test's own, ended after)."""
     db.session.expire_all()
@@ -83,7 +76,7 @@ def test_the_hop_runs_on_one_connection_of_its_own_given_back_after(hop: Any, ga
     browser, portals, seen = hop
     pool = db.engine.pool
     assert pool.checkedout() == 0
-    _code(browser.authorize(portals["social"]))
+    code_of(browser.authorize(portals["social"]))
     # The record needs no sync: the one read runs by itself in autocommit (no BEGIN,
     # no ROLLBACK: one round trip), its connection back in the pool at once.
     assert seen.kinds() == ["SELECT ACCOUNTS.STATUS, ACCOUNTS.ASSURANCE,"]
@@ -94,7 +87,7 @@ def test_the_hop_runs_on_one_connection_of_its_own_given_back_after(hop: Any, ga
     # committed by itself: no BEGIN, no COMMIT.
     make_record_stale(gateway, session_handle(browser))
     seen.reset()
-    _code(browser.authorize(portals["tax"]))
+    code_of(browser.authorize(portals["tax"]))
     assert seen.kinds() == ["WITH SYNCED AS"]
     assert len(seen.connections()) == 1 and seen.commits == 0 and seen.rollbacks == 0
     assert seen.orm_begins == 0 and pool.checkedout() == 0
@@ -124,7 +117,7 @@ def test_a_failure_after_the_first_statement_rolls_back_and_gives_the_connection
     assert pool.checkedout() == 0  # given back, its transaction rolled back
     assert _record() is None
     monkeypatch.undo()
-    _code(browser.authorize(portals["social"]))  # the next hop works
+    code_of(browser.authorize(portals["social"]))  # the next hop works
     assert pool.checkedout() == 0 and _record() == {"clients": ["tax", "social"], "ended_at": None}
 
 
@@ -151,7 +144,7 @@ def test_a_failure_after_the_read_that_synced_gives_the_connection_back_and_issu
     assert store.get(browser_session.KIND, handle)["clients"] == ["tax"]
     monkeypatch.undo()
     seen.reset()
-    _code(browser.authorize(portals["social"]))
+    code_of(browser.authorize(portals["social"]))
     assert seen.kinds() == ["WITH SYNCED AS"] and db.engine.pool.checkedout() == 0
 
 
@@ -163,7 +156,7 @@ def test_a_missing_session_record_is_inserted_in_the_hops_transaction(hop: Any, 
     db.session.commit()
     make_record_stale(gateway, session_handle(browser))
     seen.reset()
-    _code(browser.authorize(portals["social"]))
+    code_of(browser.authorize(portals["social"]))
     # The read with the sync's UPDATE (no record to update), then the sync as before, on a
     # connection of the hop's own, committed once after the store's write.
     assert seen.kinds() == [

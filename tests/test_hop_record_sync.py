@@ -12,62 +12,26 @@ request pointed at a new handle (a rotation) keeps it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 
-from sso import consent
 from sso import session as browser_session
 from sso.db import db
 from sso.models import SessionRecord, utcnow
 from tests.backends import Seen, pg_url, redis_url  # noqa: F401  (fixtures)
 from tests.conftest import (
-    Browser,
-    Portal,
-    make_portal,
+    code_of,
     make_record_stale,
-    make_settings,
     query_of,
-    running,
     session_handle,
 )
+from tests.test_hop_own_connection import gateway, hop  # noqa: F401  (fixtures)
 
 SCOPES = ["openid", "profile"]
 READ = "SELECT ACCOUNTS.STATUS, ACCOUNTS.ASSURANCE,"
-
-
-@pytest.fixture
-def gateway(tmp_path: Any, pg_url: str, redis_url: str) -> Iterator[Flask]:  # noqa: F811
-    with running(make_settings(tmp_path, database_url=pg_url, redis_url=redis_url, client_cache_ttl=60)) as app:
-        yield app
-
-
-@pytest.fixture
-def hop(gateway: Flask) -> Iterator[tuple[Browser, dict[str, Portal], Seen]]:
-    """Alice signed in at "tax" (login + consent), "social" pre-consented; both portals cached."""
-    from sso.connectors.local import create_account
-
-    portals = {name: make_portal(name) for name in ("tax", "social")}
-    account = create_account("alice", "correct horse battery staple", "Alice")
-    consent.remember(account.id, "social", SCOPES)
-    browser = Browser(gateway.test_client())
-    browser.code_for(portals["tax"])
-    for name in portals:
-        assert browser.authorize(Portal(name, None, "https://elsewhere.example/cb")).status_code == 400
-    db.session.commit()
-    seen = Seen()
-    yield browser, portals, seen
-    seen.close()
-
-
-def _code(response: Any) -> str:
-    assert response.status_code == 302, response.text[:300]
-    query = query_of(response.headers["Location"])
-    assert "code" in query, query
-    return query["code"]
 
 
 def _record() -> SessionRecord | None:
@@ -84,7 +48,7 @@ def _set_record(**values: Any) -> None:
     db.session.commit()
 
 
-def _stored(gateway: Flask, handle: str) -> dict[str, Any] | None:
+def _stored(gateway: Flask, handle: str) -> dict[str, Any] | None:  # noqa: F811
     return gateway.extensions["sso"].store.get(browser_session.KIND, handle)  # type: ignore[no-any-return]
 
 
@@ -96,13 +60,13 @@ def _an_hour_ago() -> dict[str, Any]:
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.parametrize("target", ["tax", "social"])  # a known portal (settle), a new one (save)
-def test_a_due_hop_syncs_the_record_in_its_one_statement(hop: Any, gateway: Flask, target: str) -> None:
+def test_a_due_hop_syncs_the_record_in_its_one_statement(hop: Any, gateway: Flask, target: str) -> None:  # noqa: F811
     browser, portals, seen = hop
     handle = session_handle(browser)
     _set_record(**_an_hour_ago())
     make_record_stale(gateway, handle)
     seen.reset()
-    _code(browser.authorize(portals[target]))
+    code_of(browser.authorize(portals[target]))
     assert seen.kinds() == ["WITH SYNCED AS"] and seen.commits == 0 and seen.orm_begins == 0
     record = _record()
     assert record is not None and record.handle == handle and record.ended_at is None
@@ -116,14 +80,14 @@ def test_a_due_hop_syncs_the_record_in_its_one_statement(hop: Any, gateway: Flas
     assert "record_synced" not in stored  # request-local, never stored
     # Not due again: the next hop is the read alone, and the record is left as it is.
     seen.reset()
-    _code(browser.authorize(portals["tax"]))
+    code_of(browser.authorize(portals["tax"]))
     assert seen.kinds() == [READ] and seen.commits == 0
     assert _record().last_seen_at == record.last_seen_at  # type: ignore[union-attr]
 
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_a_due_hop_with_its_record_missing_inserts_it(hop: Any, gateway: Flask) -> None:
+def test_a_due_hop_with_its_record_missing_inserts_it(hop: Any, gateway: Flask) -> None:  # noqa: F811
     browser, portals, seen = hop
     handle = session_handle(browser)
     sid = _record().sid  # type: ignore[union-attr]
@@ -131,14 +95,14 @@ def test_a_due_hop_with_its_record_missing_inserts_it(hop: Any, gateway: Flask) 
     db.session.commit()
     make_record_stale(gateway, handle)
     seen.reset()
-    _code(browser.authorize(portals["tax"]))
+    code_of(browser.authorize(portals["tax"]))
     assert seen.kinds()[0] == "WITH SYNCED AS" and "INSERT INTO SESSION_RECORDS" in seen.kinds()
     assert seen.commits == 1
     record = _record()
     assert record is not None and (record.sid, record.handle, record.ended_at) == (sid, handle, None)
     assert record.clients == ["tax"]
     seen.reset()
-    _code(browser.authorize(portals["tax"]))
+    code_of(browser.authorize(portals["tax"]))
     assert seen.kinds() == [READ]  # synced: not due again
 
 
@@ -146,7 +110,7 @@ def test_a_due_hop_with_its_record_missing_inserts_it(hop: Any, gateway: Flask) 
 @pytest.mark.redis
 @pytest.mark.parametrize("prompt", [None, "none"])
 def test_a_due_hop_with_its_record_ended_gets_no_code_and_writes_nothing(
-    hop: Any, gateway: Flask, prompt: str | None
+    hop: Any, gateway: Flask, prompt: str | None  # noqa: F811
 ) -> None:
     # Ended (as by a logout elsewhere), though its store entry is still there.
     browser, portals, seen = hop
@@ -178,7 +142,7 @@ def test_a_due_hop_with_its_record_ended_gets_no_code_and_writes_nothing(
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_a_due_hop_never_points_the_record_back_at_a_handle_a_rotation_dropped(
-    hop: Any, gateway: Flask, monkeypatch: pytest.MonkeyPatch
+    hop: Any, gateway: Flask, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
     # Another request rotated the session (step-up: new handle, the old one deleted, the
     # record pointed at the new one) right after this hop read it.  The hop's sync must
@@ -216,7 +180,7 @@ def test_a_due_hop_never_points_the_record_back_at_a_handle_a_rotation_dropped(
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_a_due_hop_whose_record_names_another_handle_syncs_it_as_before(hop: Any, gateway: Flask) -> None:
+def test_a_due_hop_whose_record_names_another_handle_syncs_it_as_before(hop: Any, gateway: Flask) -> None:  # noqa: F811
     # The record names a handle the store does not have, the session's own is live: the
     # sync as before (the write-back's, committed after the store took it) puts it right.
     browser, portals, seen = hop
@@ -224,7 +188,7 @@ def test_a_due_hop_whose_record_names_another_handle_syncs_it_as_before(hop: Any
     _set_record(handle="some-other-handle")
     make_record_stale(gateway, handle)
     seen.reset()
-    _code(browser.authorize(portals["tax"]))
+    code_of(browser.authorize(portals["tax"]))
     assert seen.kinds()[:2] == ["WITH SYNCED AS", "UPDATE SESSION_RECORDS SET"] and seen.commits == 1
     record = _record()
     assert record is not None and record.handle == handle and record.ended_at is None

@@ -31,6 +31,7 @@ from tests.conftest import (
     Browser,
     IsolatedClient,
     Portal,
+    code_of,
     make_record_stale,
     make_settings,
     pkce_pair,
@@ -127,13 +128,6 @@ def hop(prod_app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Brow
     counter.close()
 
 
-def _code(response: Any) -> str:
-    assert response.status_code == 302, response.text[:300]
-    query = query_of(response.headers["Location"])
-    assert "code" in query, query
-    return query["code"]
-
-
 def _record(browser: Browser) -> SessionRecord:
     db.session.expire_all()
     records = db.session.execute(db.select(SessionRecord)).scalars().all()
@@ -156,7 +150,7 @@ def test_a_hop_is_one_statement_no_commit_and_one_session_write(hop: Any, prod_a
     counter.reset()
     verifier, challenge = pkce_pair()
     response = browser.authorize(portals["social"], code_challenge=challenge, code_challenge_method="S256")
-    code = _code(response)
+    code = code_of(response)
     assert len(counter.statements) == 1, [s.split()[:4] for s in counter.statements]
     assert counter.commits == 0 and counter.record_updates() == 0
     # No separate EXPIRE (the SET slides the expiry), and the code goes with the session's write.
@@ -186,7 +180,7 @@ def test_a_stale_record_is_written_once(hop: Any, prod_app: Flask) -> None:
     make_record_stale(prod_app, handle)
     before = _record(browser).last_seen_at
     counter.reset()
-    _code(browser.authorize(portals["social"]))
+    code_of(browser.authorize(portals["social"]))
     # The sync rides on the hop's one read: one statement that commits by itself (no
     # transaction of the engine's, no commit), where it was BEGIN, SELECT, UPDATE, COMMIT.
     assert counter.record_updates() == 1, counter.statements
@@ -206,11 +200,11 @@ def test_a_return_to_a_known_portal_syncs_a_stale_record_in_the_same_statement(h
     browser, portals, counter = hop
     make_record_stale(prod_app, session_handle(browser))
     counter.reset()
-    _code(browser.authorize(portals["tax"]))  # already in the session: nothing joins
+    code_of(browser.authorize(portals["tax"]))  # already in the session: nothing joins
     assert counter.record_updates() == 1 and len(counter.statements) == 1 and counter.commits == 0
     assert counter.session_ops() == ["get", "replace_and_put"] and len(counter.store) == 2
     counter.reset()
-    _code(browser.authorize(portals["tax"]))  # now fresh: the expiry alone slides
+    code_of(browser.authorize(portals["tax"]))  # now fresh: the expiry alone slides
     assert counter.record_updates() == 0 and len(counter.statements) == 1 and counter.commits == 0
     assert counter.session_ops() == ["get", "touch_and_put"] and len(counter.store) == 2
 
@@ -256,12 +250,12 @@ def _sqlite_hop(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     counter = Counter(app, monkeypatch)
     try:
         counter.reset()
-        _code(browser.authorize(portals["social"]))
+        code_of(browser.authorize(portals["social"]))
         assert len(counter.statements) == 1 and counter.commits == 0, counter.statements
         assert counter.session_ops() == ["get", "replace_and_put"] and len(counter.store) == 2
         make_record_stale(app, session_handle(browser))
         counter.reset()
-        _code(browser.authorize(portals["tax"]))
+        code_of(browser.authorize(portals["tax"]))
         assert len(counter.statements) == 2, counter.statements
         assert counter.commits == 1 and counter.record_updates() == 1
         assert counter.session_ops() == ["get", "replace_and_put"] and len(counter.store) == 2
