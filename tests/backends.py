@@ -21,10 +21,46 @@ PG_ADMIN = os.environ.get("SSO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:
 REDIS_BASE = os.environ.get("SSO_TEST_REDIS", "redis://127.0.0.1:6379")
 
 
+# Redis databases the redis_url fixture may take (14: tests/e2e, 15: storage conformance).
+TEST_DBS = range(2, 14)
+_held: dict[str, Any] = {}  # this process's database and the lock that keeps it
+
+
 def _worker_db() -> int:
-    # One Redis database per xdist worker, so FLUSHDB in one never hits another.
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    return 2 + int(worker.removeprefix("gw") or 0) % 8
+    """A Redis database of this test process's own, so FLUSHDB in one never hits another.
+
+    Not only per xdist worker: per process on this machine, so that two test runs at
+    once (a developer's beside CI's, or two checkouts) do not flush each other's data
+    mid-test.  Each database is taken with an exclusive lock on a file named after the
+    server and the database, held until the process exits; when all are taken, the
+    worker waits for its own.
+    """
+    if "db" in _held:
+        return int(_held["db"])
+    import fcntl
+    import hashlib
+    import tempfile
+
+    server = hashlib.sha256(REDIS_BASE.encode()).hexdigest()[:12]
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    order = [TEST_DBS[(worker + i) % len(TEST_DBS)] for i in range(len(TEST_DBS))]
+
+    def lock(number: int, flags: int) -> bool:
+        path = os.path.join(tempfile.gettempdir(), f"sso-test-redis-{server}-{number}.lock")
+        handle = open(path, "a")  # noqa: SIM115 - held open for the life of the process
+        try:
+            fcntl.flock(handle, flags)
+        except BlockingIOError:
+            handle.close()
+            return False
+        _held.update(db=number, lock=handle)
+        return True
+
+    for number in order:
+        if lock(number, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            return number
+    lock(order[0], fcntl.LOCK_EX)  # every one taken: wait for this worker's own
+    return order[0]
 
 
 @pytest.fixture
