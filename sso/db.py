@@ -357,4 +357,3 @@ def statistics_warning(connection: Connection) -> str | None:
     if connection.exec_driver_sql("SELECT current_setting('autovacuum')").scalar() == "on":
         return None
     return AUTOVACUUM_OFF
-

@@ -279,12 +279,22 @@ def _record_changes(session: BrowserSession) -> dict[str, Any]:
     }
 
 
-def record_sync_params(session: BrowserSession) -> dict[str, Any]:
-    """The record's sync as driver parameters (``b_`` + column, ``b_sid``), as _RECORD_UPDATE_SQL takes them."""
-    params = {"b_" + name: value for name, value in _record_changes(session).items()}
-    params["b_sid"] = session.sid
-    params["b_clients"] = json.dumps(params["b_clients"])  # JSON as SQLAlchemy's JSON type writes it
+def _update_params(sid: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """The record's UPDATE parameters (``b_`` + column, ``b_sid``), as _record_update() takes them."""
+    params = {"b_" + name: value for name, value in changes.items()}
+    params["b_sid"] = sid
     return params
+
+
+def _driver_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The same for the driver (_RECORD_UPDATE_SQL): JSON as SQLAlchemy's JSON type writes it."""
+    params["b_clients"] = json.dumps(params["b_clients"])
+    return params
+
+
+def record_sync_params(session: BrowserSession) -> dict[str, Any]:
+    """The record's sync as driver parameters, as _RECORD_UPDATE_SQL takes them."""
+    return _driver_params(_update_params(session.sid, _record_changes(session)))
 
 
 def synced_by_read(session: BrowserSession) -> None:
@@ -298,14 +308,11 @@ def _update_record(sid: str, changes: dict[str, Any]) -> int:
     """The record's UPDATE (only while it has not ended): how many rows it changed."""
     from .db import db
 
-    params = {"b_" + name: value for name, value in changes.items()}
-    params["b_sid"] = sid
+    params = _update_params(sid, changes)
     connection = driver_connection(db.session)
     if connection is None:
         return int(db.session.execute(_record_update(), params).rowcount)
-    # JSON as SQLAlchemy's JSON type writes it (json.dumps).
-    params["b_clients"] = json.dumps(params["b_clients"])
-    return int(driver_execute(connection, _RECORD_UPDATE_SQL, params).rowcount)
+    return int(driver_execute(connection, _RECORD_UPDATE_SQL, _driver_params(params)).rowcount)
 
 
 def _record_exists(sid: str) -> bool:
